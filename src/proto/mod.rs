@@ -1,0 +1,6 @@
+pub mod close;
+pub mod frame;
+pub mod handshake;
+pub mod http;
+pub mod mask;
+pub mod message;
