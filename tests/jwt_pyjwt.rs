@@ -1,0 +1,249 @@
+//! Interoperability with the tokens Django issues: PyJWT mints them exactly as
+//! djangorestframework-simplejwt does (HS256 access/refresh, string and integer `user_id`), and,
+//! with the `cryptography` package, RS256/ES256 tokens and their PEM public keys. Python comes
+//! from `WSGATE_PYTHON` (else `python3`); a missing PyJWT or cryptography fails the test loudly.
+
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+use wsgate::auth::{Algorithm, AuthError, Verifier};
+
+const NOW: u64 = 1_700_000_000;
+const SECRET: &str = "django-insecure-wsgate-interop-secret";
+
+fn python() -> String {
+    std::env::var("WSGATE_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+}
+
+/// Fails (never skips) unless `module` imports, naming the pip package to install.
+fn require(module: &str, package: &str) {
+    let python = python();
+    let out = Command::new(&python)
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {python:?} ({e}); install Python 3 or set WSGATE_PYTHON")
+        });
+    assert!(
+        out.status.success(),
+        "{python} cannot import {module}: run `pip install {package}` (or set WSGATE_PYTHON to \
+         a Python that has it)\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs a Python script that prints one JSON object; returns it.
+fn run(script: &str, args: &[&str]) -> Value {
+    let python = python();
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python script failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn text<'v>(v: &'v Value, key: &str) -> &'v str {
+    v[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("python output lacks {key}: {v}"))
+}
+
+/// Payloads built the way simplejwt's `Token.__init__` + `for_user` build them.
+const HS256_SCRIPT: &str = r#"
+import json, sys, uuid
+import jwt
+
+secret, now = sys.argv[1], int(sys.argv[2])
+
+def token(user_id, token_type="access", key=secret, lifetime=300, **extra):
+    payload = {
+        "token_type": token_type,
+        "exp": now + lifetime,
+        "iat": now,
+        "jti": uuid.uuid4().hex,
+        "user_id": user_id,
+    }
+    payload.update(extra)
+    return jwt.encode(payload, key, algorithm="HS256")
+
+print(json.dumps({
+    "version": jwt.__version__,
+    "access_str": token("42"),
+    "access_int": token(7),
+    "refresh": token("42", token_type="refresh", lifetime=86400),
+    "expired": token("42", lifetime=-1),
+    "other_secret": token("42", key="some other secret"),
+    "with_groups": token("42", groups=["room.1", "chat.*"]),
+    "aud_iss": token("42", aud="wsgate", iss="https://auth.example"),
+    "hs512": jwt.encode({"exp": now + 300, "user_id": "42"}, secret, algorithm="HS512"),
+}))
+"#;
+
+#[test]
+fn simplejwt_hs256_tokens() {
+    require("jwt", "pyjwt");
+    let now = NOW.to_string();
+    let out = run(HS256_SCRIPT, &[SECRET, &now]);
+    let v = Verifier::hs256(SECRET.as_bytes());
+    let check = |key: &str| v.verify(text(&out, key).as_bytes(), NOW);
+
+    let id = check("access_str").unwrap();
+    assert_eq!(id.user, "42");
+    assert_eq!(id.exp, NOW + 300);
+    let jti = id.jti.unwrap();
+    assert_eq!(jti.len(), 32, "uuid4().hex");
+    assert!(jti.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert!(id.groups.is_empty());
+
+    assert_eq!(check("access_int").unwrap().user, "7");
+    assert_eq!(check("refresh"), Err(AuthError::WrongTokenType));
+    assert_eq!(check("expired"), Err(AuthError::Expired));
+    assert_eq!(check("other_secret"), Err(AuthError::BadSignature));
+    assert_eq!(check("hs512"), Err(AuthError::WrongAlgorithm));
+
+    let grouped = check("with_groups").unwrap();
+    assert!(grouped.groups.allows("room.1"));
+    assert!(grouped.groups.allows("chat.lobby"));
+    assert!(!grouped.groups.allows("room.2"));
+
+    let pinned = Verifier::hs256(SECRET.as_bytes())
+        .with_audience("wsgate".to_owned())
+        .with_issuer("https://auth.example".to_owned());
+    assert!(pinned.verify(text(&out, "aud_iss").as_bytes(), NOW).is_ok());
+    assert_eq!(
+        pinned.verify(text(&out, "access_str").as_bytes(), NOW),
+        Err(AuthError::WrongAudience)
+    );
+
+    // Expiry at the exact second: PyJWT/simplejwt consider `exp == now` expired, and so do we.
+    assert_eq!(
+        v.verify(text(&out, "access_str").as_bytes(), NOW + 300),
+        Err(AuthError::Expired)
+    );
+    assert!(
+        v.with_leeway(1)
+            .verify(text(&out, "access_str").as_bytes(), NOW + 300)
+            .is_ok()
+    );
+}
+
+const KEYS_SCRIPT: &str = r#"
+import json, sys
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+now = int(sys.argv[1])
+payload = {"token_type": "access", "exp": now + 300, "iat": now,
+           "jti": "5c1f0e9d3b7a4e2f8c6d4b2a09876543", "user_id": "42"}
+
+def public_pem(key, fmt=serialization.PublicFormat.SubjectPublicKeyInfo):
+    return key.public_key().public_bytes(serialization.Encoding.PEM, fmt).decode()
+
+rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+ec_key = ec.generate_private_key(ec.SECP256R1())
+other_ec = ec.generate_private_key(ec.SECP256R1())
+
+print(json.dumps({
+    "rsa_pem": public_pem(rsa_key),
+    "rsa_pkcs1_pem": public_pem(rsa_key, serialization.PublicFormat.PKCS1),
+    "ec_pem": public_pem(ec_key),
+    "rs256": jwt.encode(payload, rsa_key, algorithm="RS256"),
+    "es256": jwt.encode(payload, ec_key, algorithm="ES256"),
+    "es256_other_key": jwt.encode(payload, other_ec, algorithm="ES256"),
+    "rs256_expired": jwt.encode(dict(payload, exp=now - 1), rsa_key, algorithm="RS256"),
+    "es256_refresh": jwt.encode(dict(payload, token_type="refresh"), ec_key, algorithm="ES256"),
+}))
+"#;
+
+/// An HS256 token keyed with `key` (the classic confusion attack uses the public PEM).
+fn hs256_with_key(key: &[u8], payload: &str) -> String {
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#),
+        URL_SAFE_NO_PAD.encode(payload)
+    );
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+    mac.update(input.as_bytes());
+    let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    format!("{input}.{sig}")
+}
+
+#[test]
+fn rs256_and_es256_tokens_with_pem_keys() {
+    require("jwt", "pyjwt");
+    require("cryptography", "cryptography");
+    let now = NOW.to_string();
+    let out = run(KEYS_SCRIPT, &[&now]);
+
+    let rs = Verifier::from_public_pem(Algorithm::Rs256, text(&out, "rsa_pem").as_bytes()).unwrap();
+    let rs_pkcs1 =
+        Verifier::from_public_pem(Algorithm::Rs256, text(&out, "rsa_pkcs1_pem").as_bytes())
+            .unwrap();
+    let es = Verifier::from_public_pem(Algorithm::Es256, text(&out, "ec_pem").as_bytes()).unwrap();
+
+    for verifier in [&rs, &rs_pkcs1] {
+        let id = verifier
+            .verify(text(&out, "rs256").as_bytes(), NOW)
+            .unwrap();
+        assert_eq!(id.user, "42");
+        assert_eq!(id.jti.unwrap(), "5c1f0e9d3b7a4e2f8c6d4b2a09876543");
+    }
+    assert_eq!(
+        es.verify(text(&out, "es256").as_bytes(), NOW).unwrap().user,
+        "42"
+    );
+
+    // Algorithm pinning in every direction.
+    assert_eq!(
+        rs.verify(text(&out, "es256").as_bytes(), NOW),
+        Err(AuthError::WrongAlgorithm)
+    );
+    assert_eq!(
+        es.verify(text(&out, "rs256").as_bytes(), NOW),
+        Err(AuthError::WrongAlgorithm)
+    );
+    let payload = format!(r#"{{"exp":{},"user_id":"42"}}"#, NOW + 300);
+    let confused = hs256_with_key(text(&out, "rsa_pem").as_bytes(), &payload);
+    assert_eq!(
+        rs.verify(confused.as_bytes(), NOW),
+        Err(AuthError::WrongAlgorithm)
+    );
+
+    // Signatures and claims.
+    assert_eq!(
+        es.verify(text(&out, "es256_other_key").as_bytes(), NOW),
+        Err(AuthError::BadSignature)
+    );
+    let mut tampered = text(&out, "rs256").to_owned().into_bytes();
+    let at = tampered.len() - 10;
+    tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
+    assert_eq!(rs.verify(&tampered, NOW), Err(AuthError::BadSignature));
+    assert_eq!(
+        rs.verify(text(&out, "rs256_expired").as_bytes(), NOW),
+        Err(AuthError::Expired)
+    );
+    assert_eq!(
+        es.verify(text(&out, "es256_refresh").as_bytes(), NOW),
+        Err(AuthError::WrongTokenType)
+    );
+
+    // A key of the wrong family is a start-up error or never verifies.
+    let es_from_rsa = Verifier::from_public_pem(Algorithm::Es256, text(&out, "rsa_pem").as_bytes());
+    if let Ok(v) = es_from_rsa {
+        assert!(v.verify(text(&out, "es256").as_bytes(), NOW).is_err());
+    }
+}
