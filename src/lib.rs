@@ -1,7 +1,22 @@
-//! wsgate: a thread-per-core WebSocket gateway.
+//! wsgate: a thread-per-core WebSocket gateway for Django Channels-style stacks.
+//!
+//! Layers, lowest first; a module uses only its own layer or those below it:
+//!
+//! ```text
+//! pure (no IO, no clocks):  proto/ (RFC 6455, HTTP/1.1)  origin  auth/  envelope
+//!                           config  session (per-connection state machine)
+//! IO shell:                 runtime/ (threads, monoio runtimes, sockets, timers)
+//! ```
+//!
+//! `runtime::start(settings, runtime::Gateway)` runs the gateway; `src/main.rs` adds flags,
+//! logging and signals around it.
 #![forbid(unsafe_code)]
+#![warn(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod auth;
+pub mod config;
 pub mod envelope;
 pub mod origin;
 pub mod proto;
+pub mod runtime;
+pub mod session;

@@ -1,0 +1,325 @@
+//! The IO shell: one thread per worker, each with its own monoio runtime (io_uring, or epoll where
+//! io_uring is refused) and its own SO_REUSEPORT listener. Nothing is shared on the hot path but
+//! one atomic connection counter. The only module with threads, sockets and clocks.
+
+mod conn;
+mod sys;
+
+use std::io;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::task::Poll;
+use std::thread::JoinHandle;
+
+use atomic_waker::AtomicWaker;
+use monoio::net::TcpListener;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::{Driver, DriverChoice, Settings};
+use crate::proto::handshake::Upgrade;
+use crate::session::{Session, Verdict};
+
+pub use conn::Handler;
+
+/// Creates one `Handler` per accepted WebSocket; shared by every worker.
+pub trait Service: Send + Sync + 'static {
+    /// The per-connection handler.
+    type Handler: Handler;
+    /// A handler for a new connection.
+    fn handler(&self) -> Self::Handler;
+}
+
+/// A running gateway: its address, its workers' drivers, and the means to stop it.
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    drivers: Vec<Driver>,
+    stops: Vec<Arc<Stop>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// The bound address (the real port when started on port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The driver each worker runs on, by worker index.
+    pub fn drivers(&self) -> &[Driver] {
+        &self.drivers
+    }
+
+    /// Stops accepting, drops every connection and joins the workers.
+    pub fn shutdown(self) {
+        for stop in &self.stops {
+            stop.trigger();
+        }
+        self.join();
+    }
+
+    /// Waits for the workers to end.
+    pub fn join(self) {
+        for thread in self.threads {
+            // A worker that panicked has already printed why; the others still get joined.
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Starts `settings.workers` workers serving `service`; returns once every worker listens.
+pub fn start<S: Service>(settings: Settings, service: S) -> io::Result<Server> {
+    let settings = Arc::new(settings);
+    let service = Arc::new(service);
+    let driver = pick_driver(settings.driver);
+    let listeners = bind_listeners(&settings, driver)?;
+    let addr = listeners[0].local_addr()?;
+    let open = Arc::new(AtomicUsize::new(0));
+    let (ready_tx, ready_rx) = mpsc::channel::<(usize, io::Result<Driver>)>();
+    let mut stops = Vec::with_capacity(settings.workers);
+    let mut threads = Vec::with_capacity(settings.workers);
+    for (id, listener) in listeners.into_iter().enumerate() {
+        let stop = Arc::new(Stop::default());
+        stops.push(stop.clone());
+        let shared = WorkerShared {
+            id,
+            settings: settings.clone(),
+            service: service.clone(),
+            open: open.clone(),
+        };
+        let ready_tx = ready_tx.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("wsgate-core-{id}"))
+            .spawn(move || run_worker(shared, listener, driver, stop, ready_tx))?;
+        threads.push(thread);
+    }
+    drop(ready_tx);
+    let mut drivers = vec![Driver::Epoll; settings.workers];
+    let mut failure = None;
+    for _ in 0..settings.workers {
+        match ready_rx.recv() {
+            Ok((id, Ok(d))) => drivers[id] = d,
+            Ok((id, Err(e))) => {
+                failure = Some(io::Error::new(e.kind(), format!("worker {id}: {e}")))
+            }
+            Err(_) => failure = Some(io::Error::other("a worker ended during start-up")),
+        }
+    }
+    let server = Server {
+        addr,
+        drivers,
+        stops,
+        threads,
+    };
+    match failure {
+        Some(e) => {
+            server.shutdown();
+            Err(e)
+        }
+        None => Ok(server),
+    }
+}
+
+/// Chooses the driver once for the process: `auto` probes io_uring (kernel support, seccomp,
+/// `kernel.io_uring_disabled`) and falls back to epoll.
+fn pick_driver(choice: DriverChoice) -> Driver {
+    match choice {
+        DriverChoice::IoUring => Driver::IoUring,
+        DriverChoice::Epoll => Driver::Epoll,
+        DriverChoice::Auto if monoio::utils::detect_uring() => Driver::IoUring,
+        DriverChoice::Auto => Driver::Epoll,
+    }
+}
+
+/// One listener per worker on the same address; the first one resolves port 0 for the others.
+fn bind_listeners(settings: &Settings, driver: Driver) -> io::Result<Vec<StdListener>> {
+    let mut addr = settings.listen;
+    let mut listeners = Vec::with_capacity(settings.workers);
+    for _ in 0..settings.workers {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        socket
+            .bind(&addr.into())
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        socket.listen(i32::try_from(settings.backlog).unwrap_or(i32::MAX))?;
+        // The epoll driver needs non-blocking sockets; io_uring's accept works on either.
+        socket.set_nonblocking(driver == Driver::Epoll)?;
+        let listener: StdListener = socket.into();
+        addr = listener.local_addr()?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// What a worker shares with the others: read-only settings and the global connection count.
+pub(crate) struct WorkerShared<S> {
+    pub(crate) id: usize,
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) service: Arc<S>,
+    pub(crate) open: Arc<AtomicUsize>,
+}
+
+fn run_worker<S: Service>(
+    shared: WorkerShared<S>,
+    listener: StdListener,
+    driver: Driver,
+    stop: Arc<Stop>,
+    ready: mpsc::Sender<(usize, io::Result<Driver>)>,
+) {
+    let id = shared.id;
+    if shared.settings.pin_cores {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        if let Err(e) = monoio::utils::bind_to_cpu_set([id % cpus]) {
+            tracing::warn!(worker = id, "cannot pin to CPU {}: {e:?}", id % cpus);
+        }
+    }
+    let entries = shared.settings.ring_entries;
+    let fut = worker_main(shared, listener, stop, ready.clone());
+    match driver {
+        Driver::IoUring => {
+            match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                .with_entries(entries)
+                .enable_timer()
+                .build()
+            {
+                Ok(mut rt) => rt.block_on(fut),
+                Err(e) => {
+                    // An explicit io-uring request fails; auto falls back (e.g. RLIMIT_MEMLOCK).
+                    tracing::warn!(worker = id, "io_uring runtime refused ({e}); using epoll");
+                    build_epoll(entries, fut, id, &ready);
+                }
+            }
+        }
+        Driver::Epoll => build_epoll(entries, fut, id, &ready),
+    }
+}
+
+fn build_epoll(
+    entries: u32,
+    fut: impl Future<Output = ()>,
+    id: usize,
+    ready: &mpsc::Sender<(usize, io::Result<Driver>)>,
+) {
+    match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .with_entries(entries)
+        .enable_timer()
+        .build()
+    {
+        Ok(mut rt) => rt.block_on(fut),
+        Err(e) => {
+            let _ = ready.send((id, Err(e)));
+        }
+    }
+}
+
+async fn worker_main<S: Service>(
+    shared: WorkerShared<S>,
+    listener: StdListener,
+    stop: Arc<Stop>,
+    ready: mpsc::Sender<(usize, io::Result<Driver>)>,
+) {
+    let id = shared.id;
+    let driver = if monoio::utils::is_legacy() {
+        Driver::Epoll
+    } else {
+        Driver::IoUring
+    };
+    if driver == Driver::Epoll
+        && let Err(e) = listener.set_nonblocking(true)
+    {
+        let _ = ready.send((id, Err(e)));
+        return;
+    }
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send((id, Err(e)));
+            return;
+        }
+    };
+    tracing::info!(worker = id, driver = driver.name(), "worker listening");
+    let _ = ready.send((id, Ok(driver)));
+    drop(ready);
+    let worker = Rc::new(conn::Worker::new(shared));
+    loop {
+        let accepted = monoio::select! {
+            r = listener.accept() => r,
+            _ = stop.wait() => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                monoio::spawn(conn::serve(worker.clone(), stream, peer));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning on the error.
+                tracing::warn!(worker = id, "accept failed: {e}");
+                monoio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// A one-shot stop signal that a plain thread can raise and a worker can await.
+#[derive(Debug, Default)]
+pub(crate) struct Stop {
+    raised: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Stop {
+    fn trigger(&self) {
+        self.raised.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    async fn wait(&self) {
+        std::future::poll_fn(|cx| {
+            if self.raised.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            if self.raised.load(Ordering::Acquire) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+}
+
+/// The production service: PROTOCOL.md's gateway, one `Session` per connection.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Gateway;
+
+impl Service for Gateway {
+    type Handler = Session;
+
+    fn handler(&self) -> Session {
+        Session::new()
+    }
+}
+
+impl Handler for Session {
+    fn on_open(&mut self, up: &Upgrade<'_>, s: &Settings, now: u64, out: &mut Vec<u8>) -> Verdict {
+        self.on_upgrade(up, &s.auth, now, out)
+    }
+
+    fn on_text(&mut self, text: &str, s: &Settings, now: u64, out: &mut Vec<u8>) -> Verdict {
+        Session::on_text(self, text, &s.auth, now, out)
+    }
+
+    fn on_binary(&mut self, _: &[u8], _: &Settings, _: u64, out: &mut Vec<u8>) -> Verdict {
+        Session::on_binary(self, out)
+    }
+
+    fn awaiting_auth(&self) -> bool {
+        !self.is_authenticated()
+    }
+}

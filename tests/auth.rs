@@ -1,0 +1,321 @@
+//! PROTOCOL.md §3 and §6: every authentication method, every failure's message and close code,
+//! the auth and keepalive timeouts, over real sockets with tungstenite, on each driver.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use tungstenite::Message;
+
+fn failure(status: u16, text: &str) -> (u16, String) {
+    let v: Value = serde_json::from_str(text).unwrap();
+    assert_eq!(v["action"], "authentication", "{text}");
+    let payload = &v["payload"];
+    let expected_text = if status == 401 {
+        "Unauthorized"
+    } else {
+        "Forbidden"
+    };
+    assert_eq!(payload["status_text"], expected_text, "{text}");
+    assert!(payload["data"]["detail"].is_string(), "{text}");
+    assert_eq!(payload["data"].as_object().unwrap().len(), 1, "{text}");
+    (
+        payload["status_code"].as_u64().unwrap() as u16,
+        text.to_owned(),
+    )
+}
+
+#[test]
+fn first_frame_token_authenticates_with_the_exact_message() {
+    for driver in drivers() {
+        let srv = start_open(driver, &[]);
+        let (_ws, reply) = ws_authenticated(srv.addr, json!("42"));
+        assert_eq!(reply, auth_ok("42"), "{driver}");
+        // simplejwt before 5.5.1 sent integer ids; they come back as strings.
+        let (_ws, reply) = ws_authenticated(srv.addr, json!(7));
+        assert_eq!(reply, auth_ok("7"), "{driver}");
+    }
+}
+
+fn first_frame_failure(
+    driver: &str,
+    token: &str,
+    flags: &[&str],
+) -> (Vec<String>, Option<(u16, String)>) {
+    let srv = start_open(driver, flags);
+    let (mut ws, _) = ws_connect(srv.addr, &[]).unwrap();
+    let cmd = json!({"action": "authenticate", "token": token});
+    ws.send(Message::text(cmd.to_string())).unwrap();
+    read_until_close(&mut ws)
+}
+
+#[test]
+fn bad_tokens_get_the_401_message_then_4401() {
+    for driver in drivers() {
+        let expired = token_with(json!({"token_type":"access","exp": now() - 10,"user_id":"1"}));
+        let refresh = token_with(json!({"token_type":"refresh","exp": now() + 60,"user_id":"1"}));
+        let future_nbf = token_with(json!({"exp": now() + 60,"nbf": now() + 60,"user_id":"1"}));
+        let no_user = token_with(json!({"exp": now() + 60}));
+        let no_exp = token_with(json!({"user_id": "1"}));
+        let wrong_key = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &json!({"exp": now() + 60, "user_id": "1"}),
+            &jsonwebtoken::EncodingKey::from_secret(b"another secret"),
+        )
+        .unwrap();
+        let hs512 = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS512),
+            &json!({"exp": now() + 60, "user_id": "1"}),
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap();
+        // alg "none" with the claims of a valid token.
+        let none = {
+            let valid = token(json!("1"));
+            let payload = valid.split('.').nth(1).unwrap().to_owned();
+            format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.")
+        };
+        for bad in [
+            &expired,
+            &refresh,
+            &future_nbf,
+            &no_user,
+            &no_exp,
+            &wrong_key,
+            &hs512,
+            &none,
+            "garbage",
+        ] {
+            let (texts, close) = first_frame_failure(driver, bad, &[]);
+            assert_eq!(
+                texts.len(),
+                1,
+                "{driver}: one auth message before the close: {texts:?}"
+            );
+            let (status, _) = failure(401, &texts[0]);
+            assert_eq!(status, 401);
+            assert_eq!(close.map(|c| c.0), Some(4401), "{driver}: {bad}");
+        }
+    }
+}
+
+#[test]
+fn leeway_audience_and_issuer_are_configurable() {
+    for driver in drivers() {
+        let just_expired = token_with(json!({"exp": now() - 5, "user_id": "1"}));
+        let (_, close) = first_frame_failure(driver, &just_expired, &[]);
+        assert_eq!(close.map(|c| c.0), Some(4401));
+        let srv = start_open(driver, &["--jwt-leeway-secs", "60"]);
+        let (mut ws, _) = ws_connect(srv.addr, &[]).unwrap();
+        ws.send(Message::text(
+            json!({"action":"authenticate","token":just_expired}).to_string(),
+        ))
+        .unwrap();
+        assert_eq!(next_json(&mut ws), auth_ok("1"));
+
+        let flags = ["--jwt-audience", "gw", "--jwt-issuer", "django"];
+        let good = token_with(
+            json!({"exp": now() + 60, "user_id": "1", "aud": ["x", "gw"], "iss": "django"}),
+        );
+        let bad_aud =
+            token_with(json!({"exp": now() + 60, "user_id": "1", "aud": "x", "iss": "django"}));
+        let bad_iss =
+            token_with(json!({"exp": now() + 60, "user_id": "1", "aud": "gw", "iss": "other"}));
+        let srv = start_open(driver, &flags);
+        let (mut ws, _) = ws_connect(srv.addr, &[]).unwrap();
+        ws.send(Message::text(
+            json!({"action":"authenticate","token":good}).to_string(),
+        ))
+        .unwrap();
+        assert_eq!(next_json(&mut ws), auth_ok("1"));
+        for bad in [bad_aud, bad_iss] {
+            let (_, close) = first_frame_failure(driver, &bad, &flags);
+            assert_eq!(close.map(|c| c.0), Some(4401), "{driver}");
+        }
+    }
+}
+
+#[test]
+fn anything_before_authentication_is_closed_1008_without_a_message() {
+    for driver in drivers() {
+        let srv = start_open(driver, &[]);
+        let firsts = [
+            Message::text(r#"{"action":"join","group":"room.1"}"#),
+            Message::text("not json"),
+            Message::binary(vec![1, 2, 3]),
+        ];
+        for first in firsts {
+            let (mut ws, _) = ws_connect(srv.addr, &[]).unwrap();
+            ws.send(first.clone()).unwrap();
+            let (texts, close) = read_until_close(&mut ws);
+            assert!(texts.is_empty(), "{driver}: {first:?} got {texts:?}");
+            assert_eq!(close.map(|c| c.0), Some(1008), "{driver}: {first:?}");
+        }
+    }
+}
+
+#[test]
+fn no_authentication_within_the_timeout_is_closed_4408() {
+    for driver in drivers() {
+        let srv = start_open(driver, &["--auth-timeout-ms", "150"]);
+        let (mut ws, _) = ws_connect(srv.addr, &[]).unwrap();
+        let (texts, close) = read_until_close(&mut ws);
+        assert!(texts.is_empty(), "{texts:?}");
+        let (code, reason) = close.unwrap();
+        assert_eq!(code, 4408, "{driver}");
+        assert!(reason.contains("auth"), "{reason}");
+    }
+}
+
+#[test]
+fn header_authentication_sends_200_right_after_the_upgrade() {
+    for driver in drivers() {
+        let srv = start_open(driver, &[]);
+        let bearer = format!("Bearer {}", token(json!("9")));
+        let (mut ws, _) = ws_connect(srv.addr, &[("Authorization", &bearer)]).unwrap();
+        assert_eq!(next_json(&mut ws), auth_ok("9"), "{driver}");
+        // A bad header token: the upgrade succeeds, then 401 and 4401, like every method.
+        let (mut ws, _) = ws_connect(srv.addr, &[("Authorization", "Bearer nope")]).unwrap();
+        let (texts, close) = read_until_close(&mut ws);
+        assert_eq!(failure(401, &texts[0]).0, 401);
+        assert_eq!(close.map(|c| c.0), Some(4401), "{driver}");
+    }
+}
+
+#[test]
+fn subprotocol_authentication_selects_v1_and_never_echoes_the_token() {
+    for driver in drivers() {
+        let srv = start_open(driver, &[]);
+        let offer = format!("wsgate.v1, wsgate.bearer.{}", token(json!("5")));
+        let (mut ws, response) =
+            ws_connect(srv.addr, &[("Sec-WebSocket-Protocol", &offer)]).unwrap();
+        let selected = response
+            .headers()
+            .get_all("sec-websocket-protocol")
+            .iter()
+            .collect::<Vec<_>>();
+        assert_eq!(selected, ["wsgate.v1"], "{driver}");
+        assert_eq!(next_json(&mut ws), auth_ok("5"));
+    }
+}
+
+#[test]
+fn query_tokens_are_refused_unless_enabled() {
+    for driver in drivers() {
+        let srv = start_open(driver, &[]);
+        let path = format!("/ws?token={}", token(json!("3")));
+        let (s, head) = raw_exchange(srv.addr, upgrade_request(srv.addr, &path, &[]).as_bytes());
+        assert_eq!(status(&head), 101, "{head}");
+        let mut ws = tungstenite::WebSocket::from_raw_socket(
+            s.try_clone().unwrap(),
+            tungstenite::protocol::Role::Client,
+            None,
+        );
+        let (texts, close) = read_until_close(&mut ws);
+        assert_eq!(failure(401, &texts[0]).0, 401, "{driver}");
+        assert_eq!(close.map(|c| c.0), Some(4401));
+
+        let srv = start_open(driver, &["--allow-query-token"]);
+        let (s, head) = raw_exchange(srv.addr, upgrade_request(srv.addr, &path, &[]).as_bytes());
+        assert_eq!(status(&head), 101);
+        let mut ws =
+            tungstenite::WebSocket::from_raw_socket(s, tungstenite::protocol::Role::Client, None);
+        assert_eq!(next_json(&mut ws), auth_ok("3"), "{driver}");
+    }
+}
+
+#[test]
+fn only_configured_methods_are_accepted() {
+    for driver in drivers() {
+        let srv = start_open(driver, &["--auth-methods", "first-frame"]);
+        let bearer = format!("Bearer {}", token(json!("9")));
+        let (mut ws, _) = ws_connect(srv.addr, &[("Authorization", &bearer)]).unwrap();
+        // The header is ignored: the connection still waits for a first frame.
+        ws.send(Message::text(
+            json!({"action":"authenticate","token":token(json!("2"))}).to_string(),
+        ))
+        .unwrap();
+        assert_eq!(next_json(&mut ws), auth_ok("2"), "{driver}");
+
+        let srv = start_open(driver, &["--auth-methods", "header"]);
+        let (mut ws, _) = ws_connect(srv.addr, &[]).unwrap();
+        let (texts, close) = read_until_close(&mut ws);
+        assert_eq!(failure(401, &texts[0]).0, 401);
+        assert_eq!(close.map(|c| c.0), Some(4401), "{driver}");
+    }
+}
+
+#[test]
+fn errors_after_authentication_keep_the_connection_open() {
+    for driver in drivers() {
+        let srv = start_open(driver, &[]);
+        let (mut ws, reply) = ws_authenticated(srv.addr, json!("1"));
+        assert_eq!(reply, auth_ok("1"));
+        let cases = [
+            Message::text("{not json"),
+            Message::text(json!({"action":"authenticate","token":token(json!("1"))}).to_string()),
+            Message::text(r#"{"action":"dance"}"#),
+            Message::binary(vec![0u8; 4]),
+        ];
+        for msg in cases {
+            ws.send(msg.clone()).unwrap();
+            let reply = next_json(&mut ws);
+            assert_eq!(reply["action"], "error", "{driver}: {msg:?} -> {reply}");
+            assert_eq!(reply["payload"]["status_code"], 400, "{reply}");
+            assert!(reply["payload"]["detail"].is_string());
+        }
+    }
+}
+
+#[test]
+fn idle_clients_are_pinged_then_closed_4408() {
+    for driver in drivers() {
+        let srv = start_open(
+            driver,
+            &["--ping-interval-ms", "100", "--keepalive-timeout-ms", "300"],
+        );
+        // A raw client, so nothing answers the ping behind the test's back.
+        let mut s = raw_ws(srv.addr, &[]);
+        send_frame(&mut s, 0x81, authenticate_cmd("1").as_bytes());
+        let (first, payload) = read_frame(&mut s);
+        assert_eq!(first, 0x81);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&payload).unwrap(),
+            auth_ok("1")
+        );
+        let (first, _) = read_frame(&mut s);
+        assert_eq!(
+            first, 0x89,
+            "{driver}: expected a ping after the idle interval"
+        );
+        let (first, payload) = read_frame(&mut s);
+        assert_eq!(first, 0x88, "{driver}: expected the keepalive close");
+        assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 4408);
+        assert!(String::from_utf8_lossy(&payload[2..]).contains("keepalive"));
+        assert!(closed_by_server(&mut s), "{driver}");
+    }
+}
+
+#[test]
+fn a_pong_keeps_the_connection_alive() {
+    for driver in drivers() {
+        let srv = start_open(
+            driver,
+            &["--ping-interval-ms", "100", "--keepalive-timeout-ms", "400"],
+        );
+        let (mut ws, _) = ws_authenticated(srv.addr, json!("1"));
+        // Answer three pings; each answer resets the keepalive clock, so no close comes.
+        for _ in 0..3 {
+            match ws_read(&mut ws).unwrap() {
+                Message::Ping(p) => ws.send(Message::Pong(p)).unwrap(),
+                other => panic!("{driver}: expected a ping, got {other:?}"),
+            }
+        }
+        ws.send(Message::text("{}")).unwrap();
+        assert_eq!(
+            next_json(&mut ws)["action"],
+            "error",
+            "{driver}: still open after 3 pings"
+        );
+    }
+}

@@ -1,0 +1,314 @@
+//! Test support: a real gateway on 127.0.0.1:0 started from real flags, on each I/O driver, and
+//! clients that share no code with it (tungstenite, raw sockets; tokens minted by jsonwebtoken).
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use serde_json::{Value, json};
+use tungstenite::protocol::CloseFrame;
+use tungstenite::{Message, WebSocket};
+use wsgate::config::{Config, DevSecret, Env};
+use wsgate::runtime::{self, Gateway, Server};
+
+/// The HS256 secret every test server uses.
+pub const SECRET: &str = "integration-test-secret";
+/// Every socket gives up after this long: a hang fails the test instead of stalling it.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The drivers this machine offers: epoll always, io_uring where the kernel allows it.
+pub fn drivers() -> Vec<&'static str> {
+    let mut drivers = vec!["epoll"];
+    if monoio::utils::detect_uring() {
+        drivers.push("io-uring");
+    } else {
+        eprintln!("io_uring is unavailable here: running on epoll only");
+    }
+    drivers
+}
+
+/// A running gateway, shut down when dropped.
+pub struct TestServer {
+    server: Option<Server>,
+    pub addr: SocketAddr,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown();
+        }
+    }
+}
+
+/// Starts a gateway with these flags (plus `--listen 127.0.0.1:0 --workers 1` unless given).
+pub fn start(driver: &str, flags: &[&str]) -> TestServer {
+    let mut argv = vec!["wsgate", "--listen", "127.0.0.1:0", "--driver", driver];
+    if !flags.contains(&"--workers") {
+        argv.extend(["--workers", "1"]);
+    }
+    argv.extend_from_slice(flags);
+    let config = Config::try_parse_from(&argv).expect("flags parse");
+    let env = Env {
+        jwt_secret: Some(SECRET.into()),
+    };
+    let settings = config
+        .into_settings(&env, 1, || DevSecret(Vec::new()))
+        .expect("valid settings");
+    let server = runtime::start(settings, Gateway).expect("server starts");
+    let addr = server.local_addr();
+    TestServer {
+        server: Some(server),
+        addr,
+    }
+}
+
+/// Starts a gateway allowing every origin.
+pub fn start_open(driver: &str, extra: &[&str]) -> TestServer {
+    let mut flags = vec!["--allowed-origins", "*"];
+    flags.extend_from_slice(extra);
+    start(driver, &flags)
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A token shaped like djangorestframework-simplejwt's, signed by jsonwebtoken.
+pub fn token(user_id: Value) -> String {
+    token_with(json!({
+        "token_type": "access",
+        "exp": now() + 300,
+        "iat": now(),
+        "jti": "0123456789abcdef0123456789abcdef",
+        "user_id": user_id,
+    }))
+}
+
+/// Signs arbitrary claims with HS256 and the test secret.
+pub fn token_with(claims: Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// A TCP connection with timeouts on both directions.
+pub fn tcp(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, IO_TIMEOUT).unwrap();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// A browser-like upgrade request for `path` with the given extra header lines.
+pub fn upgrade_request(addr: SocketAddr, path: &str, extra: &[&str]) -> String {
+    let mut req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    );
+    for line in extra {
+        req.push_str(line);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    req
+}
+
+/// Sends raw bytes and reads the response head (up to the blank line).
+pub fn raw_exchange(addr: SocketAddr, request: &[u8]) -> (TcpStream, String) {
+    let mut s = tcp(addr);
+    s.write_all(request).unwrap();
+    let head = read_head(&mut s);
+    (s, head)
+}
+
+/// Reads one HTTP response head from `s`, byte by byte (so nothing after it is consumed).
+pub fn read_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(0) => break,
+            Ok(_) => head.push(byte[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => panic!(
+                "reading the response head: {e} (got {:?})",
+                String::from_utf8_lossy(&head)
+            ),
+        }
+    }
+    String::from_utf8(head).unwrap()
+}
+
+/// The status code of a response head.
+pub fn status(head: &str) -> u16 {
+    head.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"))
+}
+
+/// Reads until the server closes the connection; true when it did (EOF or reset) in time.
+pub fn closed_by_server(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+pub type Ws = WebSocket<TcpStream>;
+
+/// A tungstenite client; `headers` are extra request headers.
+pub fn ws_connect(
+    addr: SocketAddr,
+    headers: &[(&str, &str)],
+) -> Result<(Ws, tungstenite::handshake::client::Response), tungstenite::Error> {
+    use tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+    for (name, value) in headers {
+        request.headers_mut().append(
+            tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    tungstenite::client(request, tcp(addr)).map_err(|e| match e {
+        tungstenite::HandshakeError::Failure(e) => e,
+        tungstenite::HandshakeError::Interrupted(_) => panic!("blocking handshake interrupted"),
+    })
+}
+
+/// Connects and authenticates with a first-frame token; returns the socket and the reply.
+pub fn ws_authenticated(addr: SocketAddr, user: Value) -> (Ws, Value) {
+    let (mut ws, _) = ws_connect(addr, &[]).unwrap();
+    let cmd = json!({"action": "authenticate", "token": token(user)});
+    ws.send(Message::text(cmd.to_string())).unwrap();
+    let reply = next_json(&mut ws);
+    (ws, reply)
+}
+
+/// `ws.read()`, retried when a signal interrupts the blocking read.
+pub fn ws_read(ws: &mut Ws) -> Result<Message, tungstenite::Error> {
+    loop {
+        match ws.read() {
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+                continue;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The next text message as JSON (skipping pings/pongs).
+pub fn next_json(ws: &mut Ws) -> Value {
+    loop {
+        match ws_read(ws).unwrap() {
+            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+}
+
+/// Reads until the server's Close frame and returns its code and reason. Text messages
+/// before it are returned too.
+pub fn read_until_close(ws: &mut Ws) -> (Vec<String>, Option<(u16, String)>) {
+    let mut texts = Vec::new();
+    loop {
+        match ws_read(ws) {
+            Ok(Message::Text(t)) => texts.push(t.to_string()),
+            Ok(Message::Close(frame)) => {
+                let close =
+                    frame.map(|CloseFrame { code, reason }| (u16::from(code), reason.to_string()));
+                return (texts, close);
+            }
+            Ok(_) => continue,
+            Err(e) => panic!("connection ended without a Close frame: {e} (texts {texts:?})"),
+        }
+    }
+}
+
+/// The exact authentication success message PROTOCOL.md §3 specifies.
+pub fn auth_ok(user: &str) -> Value {
+    json!({"action":"authentication","payload":{"status_code":200,"status_text":"OK","data":{"detail":"OK","user":user}}})
+}
+
+/// A raw WebSocket client: the upgrade by hand, frames encoded here (client side, masked), so
+/// tests can send what a library refuses to and stay silent where a library would answer.
+pub fn raw_ws(addr: SocketAddr, extra: &[&str]) -> TcpStream {
+    let (s, head) = raw_exchange(addr, upgrade_request(addr, "/ws", extra).as_bytes());
+    assert_eq!(status(&head), 101, "{head}");
+    s
+}
+
+/// Writes one client frame: `first` is the FIN/RSV/opcode byte; the payload is masked.
+pub fn send_frame(s: &mut TcpStream, first: u8, payload: &[u8]) {
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let mut frame = vec![first];
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    s.write_all(&frame).unwrap();
+}
+
+/// Reads one server frame: (first byte, payload). Server frames are never masked.
+pub fn read_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
+    let mut head = [0u8; 2];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(head[1] & 0x80, 0, "server frames must not be masked");
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut b = [0u8; 2];
+            s.read_exact(&mut b).unwrap();
+            u16::from_be_bytes(b) as usize
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            s.read_exact(&mut b).unwrap();
+            u64::from_be_bytes(b) as usize
+        }
+        n => n as usize,
+    };
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).unwrap();
+    (head[0], payload)
+}
+
+/// Reads frames until a Close and returns its code (None for an empty Close).
+pub fn read_close_code(s: &mut TcpStream) -> Option<u16> {
+    loop {
+        let (first, payload) = read_frame(s);
+        if first & 0x0f == 0x8 {
+            return (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+        }
+    }
+}
+
+/// The authenticate command for a fresh token of `user`.
+pub fn authenticate_cmd(user: &str) -> String {
+    json!({"action": "authenticate", "token": token(json!(user))}).to_string()
+}
