@@ -1,6 +1,6 @@
 //! The `wsgate` binary: flags and environment → `Settings` → workers; SIGTERM/SIGINT stop it.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
