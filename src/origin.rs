@@ -194,13 +194,15 @@ impl Pattern {
 
     fn matches(&self, origin: &Origin<'_>) -> bool {
         if let Some(scheme) = &self.scheme
-            && !scheme.as_bytes().eq_ignore_ascii_case(origin.scheme) {
-                return false;
-            }
+            && !scheme.as_bytes().eq_ignore_ascii_case(origin.scheme)
+        {
+            return false;
+        }
         if let PortRule::Is(port) = self.port
-            && origin.effective_port() != port {
-                return false;
-            }
+            && origin.effective_port() != port
+        {
+            return false;
+        }
         match (&self.host, &origin.host) {
             (HostRule::Exact(want), HostPart::Name(host)) => {
                 want.as_bytes().eq_ignore_ascii_case(host)
@@ -256,9 +258,10 @@ impl<'a> Origin<'a> {
         check_scheme(scheme).ok()?;
         let (host, port) = split_authority(rest.get(3..)?).ok()?;
         if let HostPart::Name(name) = host
-            && !is_host_name(name) {
-                return None;
-            }
+            && !is_host_name(name)
+        {
+            return None;
+        }
         Some(Origin { scheme, host, port })
     }
 

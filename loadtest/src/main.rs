@@ -1,1 +1,103 @@
-fn main() {}
+//! `wsgate-load`: the load client for wsgate. Thread-per-core on monoio (`--workers`,
+//! `--pin-cores`), its own client framing, HS256 tokens minted from `--secret`. Every scenario is
+//! bounded in count and in time.
+
+mod client;
+mod idle;
+mod token;
+mod wire;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+/// Load scenarios against a running wsgate.
+#[derive(Parser, Debug)]
+#[command(name = "wsgate-load", version)]
+struct Opt {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+/// Options every scenario shares.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Common {
+    /// Gateway WebSocket URL (ws:// only; loopback addresses in this workplace).
+    #[arg(long, global = true, default_value = "ws://127.0.0.1:8080/ws")]
+    pub url: String,
+    /// Client worker threads, each with its own monoio runtime.
+    #[arg(long, global = true, default_value_t = 1)]
+    pub workers: usize,
+    /// Pin client worker i to CPU (--first-cpu + i).
+    #[arg(long, global = true)]
+    pub pin_cores: bool,
+    /// First CPU for --pin-cores (keep the client off the server's cores).
+    #[arg(long, global = true, default_value_t = 0)]
+    pub first_cpu: usize,
+    /// HS256 secret the gateway verifies with (or WSGATE_JWT_SECRET).
+    #[arg(long, global = true, env = "WSGATE_JWT_SECRET", hide_env_values = true)]
+    pub secret: String,
+    /// Origin header sent on every upgrade.
+    #[arg(long, global = true, default_value = "http://localhost")]
+    pub origin: String,
+    /// Give up after this many seconds, whatever the scenario's state.
+    #[arg(long, global = true, default_value_t = 120)]
+    pub timeout_secs: u64,
+    /// Print the summary as JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Scenario {
+    /// Hold N authenticated connections idle and report the server's RSS per connection.
+    Idle(idle::IdleOpt),
+}
+
+/// Where to connect, parsed from `--url`.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Server address.
+    pub addr: SocketAddr,
+    /// `Host` header value.
+    pub host: String,
+    /// Request path (with query).
+    pub path: String,
+}
+
+fn parse_url(url: &str) -> anyhow::Result<Target> {
+    let Some(rest) = url.strip_prefix("ws://") else {
+        bail!("--url must start with ws://");
+    };
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr: SocketAddr = host
+        .parse()
+        .with_context(|| format!("--url host {host:?} is not ip:port"))?;
+    if !addr.ip().is_loopback() {
+        bail!("--url must be a loopback address: load runs stay on this machine");
+    }
+    Ok(Target {
+        addr,
+        host: host.to_owned(),
+        path: path.to_owned(),
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    let opt = Opt::parse();
+    let target = parse_url(&opt.common.url)?;
+    if opt.common.workers == 0 {
+        bail!("--workers must be at least 1");
+    }
+    let deadline = Duration::from_secs(opt.common.timeout_secs.max(1));
+    match opt.scenario {
+        Scenario::Idle(o) => idle::run(&opt.common, &target, &o, deadline),
+    }
+}

@@ -126,10 +126,11 @@ impl Iterator for PercentDecoded<'_> {
         let (&first, rest) = self.rest.split_first()?;
         if first == b'%'
             && let [hi, lo, after @ ..] = rest
-                && let (Some(hi), Some(lo)) = (hex_value(*hi), hex_value(*lo)) {
-                    self.rest = after;
-                    return Some((hi << 4) | lo);
-                }
+            && let (Some(hi), Some(lo)) = (hex_value(*hi), hex_value(*lo))
+        {
+            self.rest = after;
+            return Some((hi << 4) | lo);
+        }
         self.rest = rest;
         Some(first)
     }

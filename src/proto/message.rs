@@ -483,7 +483,7 @@ mod tests {
             for _ in 0..(rng.next() % 8) {
                 let piece = alphabet[(rng.next() % 10) as usize];
                 // Mostly valid pieces, so that many messages are valid.
-                let piece = if rng.next() % 4 == 0 {
+                let piece = if rng.next().is_multiple_of(4) {
                     piece
                 } else {
                     alphabet[(rng.next() % 4) as usize]
