@@ -4,6 +4,7 @@
 
 mod conn;
 mod sys;
+mod timer;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -247,6 +248,8 @@ async fn worker_main<S: Service>(
     let _ = ready.send((id, Ok(driver)));
     drop(ready);
     let worker = Rc::new(conn::Worker::new(shared));
+    let timers = worker.clone();
+    monoio::spawn(async move { timers.timers.drive().await });
     loop {
         let accepted = monoio::select! {
             r = listener.accept() => r,
