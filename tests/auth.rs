@@ -319,3 +319,74 @@ fn a_pong_keeps_the_connection_alive() {
         );
     }
 }
+
+fn data(file: &str) -> String {
+    format!("{}/tests/data/{file}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn rs256_and_es256_tokens_verify_with_a_public_key_file() {
+    let cases = [
+        (
+            "rs256",
+            "test-rsa-public.pem",
+            "test-rsa-private.pem",
+            jsonwebtoken::Algorithm::RS256,
+        ),
+        (
+            "es256",
+            "test-ec-public.pem",
+            "test-ec-private.pem",
+            jsonwebtoken::Algorithm::ES256,
+        ),
+    ];
+    for driver in drivers() {
+        for (alg, public, private, jwt_alg) in cases {
+            let key_path = data(public);
+            let flags = [
+                "--allowed-origins",
+                "*",
+                "--jwt-algorithm",
+                alg,
+                "--jwt-public-key-file",
+                &key_path,
+            ];
+            let srv = start_with_env(driver, &flags, wsgate::config::Env::default());
+            let pem = std::fs::read(data(private)).unwrap();
+            let key = match jwt_alg {
+                jsonwebtoken::Algorithm::RS256 => jsonwebtoken::EncodingKey::from_rsa_pem(&pem),
+                _ => jsonwebtoken::EncodingKey::from_ec_pem(&pem),
+            }
+            .unwrap();
+            let claims = json!({"token_type": "access", "exp": now() + 60, "user_id": 11});
+            let good =
+                jsonwebtoken::encode(&jsonwebtoken::Header::new(jwt_alg), &claims, &key).unwrap();
+            let (mut ws, _) = ws_connect(srv.addr, &[]).unwrap();
+            ws.send(Message::text(
+                json!({"action":"authenticate","token":good}).to_string(),
+            ))
+            .unwrap();
+            assert_eq!(next_json(&mut ws), auth_ok("11"), "{driver} {alg}");
+            // Algorithm confusion: an HS256 token keyed with the public key's bytes is refused.
+            let public_pem = std::fs::read(&key_path).unwrap();
+            let forged = jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+                &claims,
+                &jsonwebtoken::EncodingKey::from_secret(&public_pem),
+            )
+            .unwrap();
+            let (mut ws, _) = ws_connect(srv.addr, &[]).unwrap();
+            ws.send(Message::text(
+                json!({"action":"authenticate","token":forged}).to_string(),
+            ))
+            .unwrap();
+            let (texts, close) = read_until_close(&mut ws);
+            assert_eq!(failure(401, &texts[0]).0, 401);
+            assert_eq!(
+                close.map(|c| c.0),
+                Some(4401),
+                "{driver} {alg}: forged HS256 accepted"
+            );
+        }
+    }
+}

@@ -45,15 +45,23 @@ impl Drop for TestServer {
 
 /// Starts a gateway with these flags (plus `--listen 127.0.0.1:0 --workers 1` unless given).
 pub fn start(driver: &str, flags: &[&str]) -> TestServer {
+    start_with_env(
+        driver,
+        flags,
+        Env {
+            jwt_secret: Some(SECRET.into()),
+        },
+    )
+}
+
+/// Like `start`, with the given environment (e.g. no HS256 secret, for public-key tests).
+pub fn start_with_env(driver: &str, flags: &[&str], env: Env) -> TestServer {
     let mut argv = vec!["wsgate", "--listen", "127.0.0.1:0", "--driver", driver];
     if !flags.contains(&"--workers") {
         argv.extend(["--workers", "1"]);
     }
     argv.extend_from_slice(flags);
     let config = Config::try_parse_from(&argv).expect("flags parse");
-    let env = Env {
-        jwt_secret: Some(SECRET.into()),
-    };
     let settings = config
         .into_settings(&env, 1, || DevSecret(Vec::new()))
         .expect("valid settings");
