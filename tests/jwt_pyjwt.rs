@@ -1,7 +1,9 @@
 //! Interoperability with the tokens Django issues: PyJWT mints them exactly as
 //! djangorestframework-simplejwt does (HS256 access/refresh, string and integer `user_id`), and,
 //! with the `cryptography` package, RS256/ES256 tokens and their PEM public keys. Python comes
-//! from `WSGATE_PYTHON` (else `python3`); a missing PyJWT or cryptography fails the test loudly.
+//! from `WSGATE_PYTHON`; without it the test makes its own venv under `target/` with pinned
+//! PyJWT and cryptography from PyPI (once), so `cargo test` works on a fresh machine. A Python
+//! that still lacks either package fails the test loudly; it never skips.
 
 #![allow(clippy::unwrap_used)]
 
@@ -17,8 +19,41 @@ use wsgate::auth::{Algorithm, AuthError, Verifier};
 const NOW: u64 = 1_700_000_000;
 const SECRET: &str = "django-insecure-wsgate-interop-secret";
 
+/// Versions the provisioned venv installs (the ones CI pins too).
+const PYJWT: &str = "PyJWT==2.10.1";
+const CRYPTOGRAPHY: &str = "cryptography==44.0.3";
+
 fn python() -> String {
-    std::env::var("WSGATE_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+    static PYTHON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PYTHON
+        .get_or_init(|| std::env::var("WSGATE_PYTHON").unwrap_or_else(|_| provision_venv()))
+        .clone()
+}
+
+/// Creates `target/pyjwt-venv` with PyJWT and cryptography unless a previous run did.
+fn provision_venv() -> String {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pyjwt-venv");
+    let python = dir.join("bin/python");
+    let stamp = dir.join("installed");
+    let wanted = format!("{PYJWT} {CRYPTOGRAPHY}");
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
+        let run = |cmd: &mut Command| {
+            let out = cmd
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+            assert!(
+                out.status.success(),
+                "{cmd:?} failed (set WSGATE_PYTHON to a Python with PyJWT and cryptography)\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&dir));
+        run(Command::new(&python).args(["-m", "pip", "install", "--quiet", PYJWT, CRYPTOGRAPHY]));
+        std::fs::write(&stamp, &wanted).unwrap();
+    }
+    python.to_string_lossy().into_owned()
 }
 
 /// Fails (never skips) unless `module` imports, naming the pip package to install.
