@@ -116,28 +116,30 @@ impl AuthError {
 mod tests {
     use super::*;
 
+    /// Every variant that means 401 / 4401.
+    const UNAUTHORIZED: [AuthError; 17] = [
+        AuthError::Missing,
+        AuthError::Malformed,
+        AuthError::BadSignature,
+        AuthError::WrongAlgorithm,
+        AuthError::Expired,
+        AuthError::NotYetValid,
+        AuthError::IssuedInFuture,
+        AuthError::MissingExp,
+        AuthError::BadClaim("exp"),
+        AuthError::WrongAudience,
+        AuthError::WrongIssuer,
+        AuthError::WrongTokenType,
+        AuthError::NoUser,
+        AuthError::BadGroups,
+        AuthError::TooLong,
+        AuthError::Revoked,
+        AuthError::QueryTokenRefused,
+    ];
+
     #[test]
     fn every_error_maps_to_its_wire_consequence() {
-        let unauthorized = [
-            AuthError::Missing,
-            AuthError::Malformed,
-            AuthError::BadSignature,
-            AuthError::WrongAlgorithm,
-            AuthError::Expired,
-            AuthError::NotYetValid,
-            AuthError::IssuedInFuture,
-            AuthError::MissingExp,
-            AuthError::BadClaim("exp"),
-            AuthError::WrongAudience,
-            AuthError::WrongIssuer,
-            AuthError::WrongTokenType,
-            AuthError::NoUser,
-            AuthError::BadGroups,
-            AuthError::TooLong,
-            AuthError::Revoked,
-            AuthError::QueryTokenRefused,
-        ];
-        for err in unauthorized {
+        for err in UNAUTHORIZED {
             assert_eq!(err.status(), 401, "{err:?}");
             assert_eq!(err.close_code(), CloseCode::TOKEN_INVALID, "{err:?}");
             assert!(!err.detail().is_empty(), "{err:?}");
@@ -150,25 +152,7 @@ mod tests {
 
     #[test]
     fn details_are_distinct_and_short() {
-        let all = [
-            AuthError::Missing,
-            AuthError::Malformed,
-            AuthError::BadSignature,
-            AuthError::WrongAlgorithm,
-            AuthError::Expired,
-            AuthError::NotYetValid,
-            AuthError::IssuedInFuture,
-            AuthError::MissingExp,
-            AuthError::BadClaim("exp"),
-            AuthError::WrongAudience,
-            AuthError::WrongIssuer,
-            AuthError::WrongTokenType,
-            AuthError::NoUser,
-            AuthError::BadGroups,
-            AuthError::TooLong,
-            AuthError::Revoked,
-            AuthError::QueryTokenRefused,
-        ];
+        let all = UNAUTHORIZED;
         for (i, a) in all.iter().enumerate() {
             assert!(a.detail().len() < 60, "{a:?}");
             for b in &all[i + 1..] {

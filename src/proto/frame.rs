@@ -340,6 +340,7 @@ pub fn encode_text(payload: &[u8]) -> Bytes {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::proto::test_rng::Rng;
 
     const MAX: usize = 1 << 20;
     const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
@@ -603,22 +604,6 @@ mod tests {
             let mut prefix = frame[..cut].to_vec();
             assert_eq!(decode(&mut prefix, MAX), Ok(None), "cut {cut}");
             assert_eq!(prefix, &frame[..cut]);
-        }
-    }
-
-    /// A small deterministic generator (xorshift64*), so the property tests need no crate.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
         }
     }
 

@@ -256,6 +256,7 @@ fn parse_close(payload: &[u8]) -> Result<Option<(CloseCode, &str)>, FrameError> 
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::proto::test_rng::Rng;
 
     fn frame(fin: bool, opcode: OpCode, payload: &[u8]) -> FrameHeader {
         FrameHeader {
@@ -449,18 +450,6 @@ mod tests {
             FrameError::InvalidUtf8.close_code(),
             CloseCode::INVALID_PAYLOAD
         );
-    }
-
-    /// A small deterministic generator (xorshift64*).
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
     }
 
     #[test]

@@ -4,3 +4,5 @@ pub mod handshake;
 pub mod http;
 pub mod mask;
 pub mod message;
+#[cfg(test)]
+mod test_rng;
