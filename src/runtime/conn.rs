@@ -291,12 +291,7 @@ fn decide<S: Service>(
                 status,
                 "handshake refused: {e}"
             );
-            let extra: &[(&str, &str)] = if status == 426 {
-                &[("Sec-WebSocket-Version", "13")]
-            } else {
-                &[]
-            };
-            respond(out, status, extra);
+            respond(out, status, e.response_headers());
             return Decision::Respond;
         }
     };
