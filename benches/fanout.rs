@@ -1,0 +1,130 @@
+//! Encode-once fan-out into 1k and 10k outbound queues (PROTOCOL.md §4, STYLE "Encode a
+//! broadcast once"): one group on one core, every member with its own `Outbox`. Each iteration
+//! encodes the server frame once, looks up the group's members, queues a reference in every
+//! member's outbox, then plays the socket by writing every queue out. No sockets, no threads.
+//! Throughput is deliveries (one frame queued for one member).
+
+use std::hint::black_box;
+use std::io::IoSlice;
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use wsgate::hub::outbox::Outbox;
+use wsgate::hub::table::{GroupTable, Join};
+
+const GROUP: &str = "room.1";
+const BUDGET: usize = 1 << 20;
+const IN_FLIGHT: usize = 32;
+
+/// The unmasked server text frame carrying `{"action":"message","group":"room.1","data":{"n":<n>}}`,
+/// written by hand (two-byte header, payload under 126 bytes).
+fn encode(n: u64) -> Bytes {
+    let mut frame = Vec::with_capacity(80);
+    frame.extend_from_slice(&[0x81, 0]);
+    frame.extend_from_slice(br#"{"action":"message","group":""#);
+    frame.extend_from_slice(GROUP.as_bytes());
+    frame.extend_from_slice(br#"","data":{"n":"#);
+    push_decimal(&mut frame, n);
+    frame.extend_from_slice(b"}}");
+    let payload = frame.len() - 2;
+    assert!(payload < 126, "the bench frame must fit a two-byte header");
+    frame[1] = payload as u8;
+    Bytes::from(frame)
+}
+
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0_u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
+}
+
+/// One core's table with `n` members in `GROUP`, and one empty outbox per member.
+fn fixture(n: usize) -> (GroupTable<u64>, Vec<Outbox>) {
+    let mut table = GroupTable::new();
+    for member in 0..n as u64 {
+        assert!(matches!(table.join(member, GROUP, 1), Join::Joined { .. }));
+    }
+    let outboxes = (0..n).map(|_| Outbox::new()).collect();
+    (table, outboxes)
+}
+
+/// Queues `frame` for every member of `GROUP`; returns how many outboxes took it.
+fn fan_out(table: &GroupTable<u64>, outboxes: &mut [Outbox], frame: &Bytes) -> usize {
+    let mut delivered = 0;
+    for &member in table.members(black_box(GROUP)) {
+        let Some(outbox) = usize::try_from(member)
+            .ok()
+            .and_then(|index| outboxes.get_mut(index))
+        else {
+            continue;
+        };
+        if outbox.push(frame.clone(), BUDGET).is_ok() {
+            delivered += 1;
+        }
+    }
+    delivered
+}
+
+/// Plays a socket that takes everything offered in one vectored write; returns the bytes taken.
+fn write_out(outbox: &mut Outbox) -> usize {
+    let written = {
+        let mut iov = [IoSlice::new(&[]); IN_FLIGHT];
+        let filled = outbox.io_slices(&mut iov);
+        iov[..filled].iter().map(|slice| slice.len()).sum()
+    };
+    outbox.advance(written);
+    written
+}
+
+fn fanout(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fanout");
+    for n in [1_000, 10_000] {
+        let (table, mut outboxes) = fixture(n);
+        let mut sequence = 0_u64;
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(format!("encode once, {n} members"), |b| {
+            b.iter(|| {
+                sequence += 1;
+                let frame = encode(sequence);
+                let delivered = fan_out(&table, &mut outboxes, &frame);
+                assert_eq!(delivered, n);
+                for outbox in &mut outboxes {
+                    outbox.advance(frame.len());
+                }
+            });
+        });
+
+        group.throughput(Throughput::Elements((IN_FLIGHT * n) as u64));
+        group.bench_function(
+            format!("encode once, {IN_FLIGHT} in flight, {n} members"),
+            |b| {
+                b.iter(|| {
+                    let mut delivered = 0;
+                    let mut frame_bytes = 0;
+                    for _ in 0..IN_FLIGHT {
+                        sequence += 1;
+                        let frame = encode(sequence);
+                        delivered += fan_out(&table, &mut outboxes, &frame);
+                        frame_bytes += frame.len();
+                    }
+                    assert_eq!(delivered, IN_FLIGHT * n);
+                    let written: usize = outboxes.iter_mut().map(write_out).sum();
+                    assert_eq!(written, frame_bytes * n);
+                });
+            },
+        );
+        assert!(outboxes.iter().all(Outbox::is_empty));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, fanout);
+criterion_main!(benches);
