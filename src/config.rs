@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::api::ApiKeys;
 use crate::auth::{Algorithm, Verifier};
+use crate::hub::MAX_CORES;
 use crate::origin::{OriginError, OriginPolicy};
 
 /// Command-line flags and their `WSGATE_*` environment twins.
@@ -156,6 +158,19 @@ pub struct Config {
     /// Milliseconds to wait for the peer's side of a closing handshake.
     #[arg(long, env = "WSGATE_CLOSE_TIMEOUT_MS", default_value_t = 1_000)]
     pub close_timeout_ms: u64,
+
+    /// Groups one connection may be in at once (a join beyond it gets a 400 error).
+    #[arg(long, env = "WSGATE_MAX_GROUPS_PER_CONNECTION", default_value_t = 100)]
+    pub max_groups_per_connection: usize,
+
+    /// File with the HTTP API's bearer keys, one per line (or put one key in WSGATE_API_KEY);
+    /// without any key, `POST /api/publish` answers 401 to everyone.
+    #[arg(long, env = "WSGATE_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
+
+    /// Largest HTTP API request body in bytes (beyond: 413).
+    #[arg(long, env = "WSGATE_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
 
     /// Log format.
     #[arg(long, env = "WSGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -330,6 +345,12 @@ pub struct Settings {
     pub timeouts: Timeouts,
     /// Print the bound address on stdout.
     pub print_addr: bool,
+    /// Groups one connection may join.
+    pub max_groups_per_connection: usize,
+    /// HTTP API bearer keys.
+    pub api_keys: ApiKeys,
+    /// Largest HTTP API body.
+    pub max_body_bytes: usize,
 }
 
 /// A configuration that cannot start, with the flag or variable to fix.
@@ -374,22 +395,28 @@ pub enum ConfigError {
 pub struct Env {
     /// `WSGATE_JWT_SECRET`.
     pub jwt_secret: Option<String>,
+    /// `WSGATE_API_KEY`.
+    pub api_key: Option<String>,
 }
 
 impl std::fmt::Debug for Env {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let secret = self.jwt_secret.as_ref().map(|_| "[redacted]");
-        f.debug_struct("Env").field("jwt_secret", &secret).finish()
+        let api_key = self.api_key.as_ref().map(|_| "[redacted]");
+        f.debug_struct("Env")
+            .field("jwt_secret", &secret)
+            .field("api_key", &api_key)
+            .finish()
     }
 }
 
 impl Env {
     /// Reads the variables from the process environment.
     pub fn from_process() -> Self {
+        let var = |name| std::env::var(name).ok().filter(|s: &String| !s.is_empty());
         Self {
-            jwt_secret: std::env::var("WSGATE_JWT_SECRET")
-                .ok()
-                .filter(|s| !s.is_empty()),
+            jwt_secret: var("WSGATE_JWT_SECRET"),
+            api_key: var("WSGATE_API_KEY"),
         }
     }
 }
@@ -454,6 +481,13 @@ impl Config {
         let workers = self
             .workers
             .map_or(available_cores.max(1), NonZeroUsize::get);
+        if workers > MAX_CORES {
+            return Err(invalid(
+                "--workers",
+                "at most 64 (one bit per worker in a group's mask)",
+            ));
+        }
+        let api_keys = self.api_keys(env)?;
         let has = |m| self.auth_methods.contains(&m);
         Ok(Settings {
             listen: self.listen,
@@ -490,7 +524,35 @@ impl Config {
                 close: Duration::from_millis(self.close_timeout_ms.max(1)),
             },
             print_addr: self.print_addr,
+            max_groups_per_connection: self.max_groups_per_connection.max(1),
+            api_keys,
+            max_body_bytes: self.max_body_bytes,
         })
+    }
+
+    /// Keys from `WSGATE_API_KEY` and `--api-key-file` (one per line, blank lines ignored).
+    fn api_keys(&self, env: &Env) -> Result<ApiKeys, ConfigError> {
+        let mut keys: Vec<Vec<u8>> = env.api_key.iter().map(|k| k.as_bytes().to_vec()).collect();
+        if let Some(path) = &self.api_key_file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+                flag: "--api-key-file",
+                path: path.clone(),
+                source,
+            })?;
+            keys.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(|l| l.as_bytes().to_vec()),
+            );
+        }
+        if keys.iter().any(|k| k.len() < 16) {
+            return Err(invalid(
+                "WSGATE_API_KEY/--api-key-file",
+                "API keys need 16 bytes or more",
+            ));
+        }
+        Ok(ApiKeys::new(keys))
     }
 
     fn verifier(
@@ -611,6 +673,7 @@ mod tests {
     fn env_with_secret() -> Env {
         Env {
             jwt_secret: Some("s3cret".into()),
+            ..Env::default()
         }
     }
 

@@ -13,9 +13,12 @@
 #![forbid(unsafe_code)]
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod api;
 pub mod auth;
 pub mod config;
 pub mod envelope;
+pub mod hub;
+pub mod metrics;
 pub mod origin;
 pub mod proto;
 pub mod runtime;

@@ -1,11 +1,16 @@
-//! The per-connection protocol state of the gateway (PROTOCOL.md §3 and §6): upgrade-time and
-//! first-frame authentication, then the commands of an authenticated connection. Pure: input is a
-//! message and the Unix time, output is frames appended to `out` and a `Verdict`. Never allocates
-//! on the authentication path (the identity is stored inline).
+//! The per-connection protocol state of the gateway (PROTOCOL.md §3, §4 and §6): upgrade-time and
+//! first-frame authentication, then the commands of an authenticated connection (join, leave,
+//! send). Pure: input is a message and the Unix time, output is frames appended to `out`, calls on
+//! the core's `Groups`, and a `Verdict`. Never allocates on the authentication path (the identity
+//! is stored inline).
 
+use serde_json::value::RawValue;
+
+use crate::auth::groups::is_valid_group_name;
 use crate::auth::{AuthError, Identity};
 use crate::config::AuthSettings;
 use crate::envelope::{self, ClientCommand};
+use crate::hub::table::Join;
 use crate::proto::close::CloseCode;
 use crate::proto::frame;
 use crate::proto::handshake::Upgrade;
@@ -18,6 +23,20 @@ pub enum Verdict {
     Continue,
     /// Send a Close frame with this code and reason, then end the connection.
     Close(CloseCode, &'static str),
+}
+
+/// What a session may ask of its core's group machinery (implemented by the runtime; a test
+/// double in unit tests).
+pub trait Groups {
+    /// Adds this connection to `group` (a valid name the token allows).
+    fn join(&mut self, group: &str) -> Join;
+    /// Removes this connection from `group`, if it was a member.
+    fn leave(&mut self, group: &str);
+    /// Whether this connection is a member of `group`.
+    fn is_member(&self, group: &str) -> bool;
+    /// Delivers `{"action":"message","group":..,"data":..}` to every member of `group`, this
+    /// connection included. `out` holds this connection's replies not yet sent: they go first.
+    fn publish(&mut self, group: &str, data: &RawValue, out: &mut Vec<u8>);
 }
 
 /// Close reason sent when the first frame is not an `authenticate` command.
@@ -91,21 +110,65 @@ impl Session {
         auth: &AuthSettings,
         now: u64,
         out: &mut Vec<u8>,
+        groups: &mut dyn Groups,
     ) -> Verdict {
         let command = envelope::parse_command(text);
-        match (&self.state, command) {
-            (State::AwaitingAuth, Ok(ClientCommand::Authenticate { token }))
-                if auth.first_frame =>
-            {
-                self.authenticate(token.as_bytes(), auth, now, out)
+        let identity = match &self.state {
+            State::Open(identity) => identity,
+            State::AwaitingAuth => {
+                return match command {
+                    Ok(ClientCommand::Authenticate { token }) if auth.first_frame => {
+                        self.authenticate(token.as_bytes(), auth, now, out)
+                    }
+                    // PROTOCOL §6: anything else first is a policy violation, closed without a
+                    // message.
+                    _ => Verdict::Close(CloseCode::POLICY, REASON_AUTH_REQUIRED),
+                };
             }
-            // PROTOCOL §6: anything else first is a policy violation, closed without a message.
-            (State::AwaitingAuth, _) => Verdict::Close(CloseCode::POLICY, REASON_AUTH_REQUIRED),
-            (State::Open(_), Ok(ClientCommand::Authenticate { .. })) => {
-                error(out, 400, "already authenticated")
+        };
+        match command {
+            Ok(ClientCommand::Join { group }) => {
+                if !is_valid_group_name(&group) {
+                    return error(out, 400, "invalid group name");
+                }
+                if !identity.groups.allows(&group) {
+                    return error(out, 403, "the token does not allow this group");
+                }
+                match groups.join(&group) {
+                    Join::Joined { .. } | Join::AlreadyMember => {
+                        frame::write_text_with(out, |o| envelope::write_joined(o, &group));
+                        Verdict::Continue
+                    }
+                    Join::TooManyGroups => error(out, 400, "too many groups for one connection"),
+                }
             }
-            (State::Open(_), Ok(_)) => error(out, 400, "unknown action"),
-            (State::Open(_), Err(_)) => error(out, 400, "invalid JSON command"),
+            Ok(ClientCommand::Leave { group }) => {
+                if !is_valid_group_name(&group) {
+                    return error(out, 400, "invalid group name");
+                }
+                // PROTOCOL §6: leaving a group not joined still answers `left`.
+                groups.leave(&group);
+                frame::write_text_with(out, |o| envelope::write_left(o, &group));
+                Verdict::Continue
+            }
+            Ok(ClientCommand::Send { group, data }) => {
+                if !is_valid_group_name(&group) {
+                    return error(out, 400, "invalid group name");
+                }
+                let Some(data) = data else {
+                    return error(out, 400, "send needs data");
+                };
+                if !groups.is_member(&group) {
+                    return error(out, 403, "join the group before sending to it");
+                }
+                groups.publish(&group, data, out);
+                Verdict::Continue
+            }
+            Ok(ClientCommand::Authenticate { .. }) => error(out, 400, "already authenticated"),
+            Ok(ClientCommand::Refresh { .. } | ClientCommand::Unknown) => {
+                error(out, 400, "unknown action")
+            }
+            Err(_) => error(out, 400, "invalid JSON command"),
         }
     }
 
@@ -190,6 +253,41 @@ mod tests {
     use super::*;
     use crate::auth::Verifier;
 
+    /// A test double: records joins and publishes.
+    #[derive(Default)]
+    struct FakeGroups {
+        joined: Vec<String>,
+        published: Vec<(String, String, usize)>,
+        max: usize,
+    }
+
+    impl Groups for FakeGroups {
+        fn join(&mut self, group: &str) -> Join {
+            if self.joined.iter().any(|g| g == group) {
+                return Join::AlreadyMember;
+            }
+            if self.joined.len() >= self.max {
+                return Join::TooManyGroups;
+            }
+            self.joined.push(group.to_owned());
+            Join::Joined {
+                first_on_core: true,
+            }
+        }
+        fn leave(&mut self, group: &str) {
+            self.joined.retain(|g| g != group);
+        }
+        fn is_member(&self, group: &str) -> bool {
+            self.joined.iter().any(|g| g == group)
+        }
+        fn publish(&mut self, group: &str, data: &RawValue, out: &mut Vec<u8>) {
+            // The runtime sends pending replies first; record how many bytes were pending.
+            self.published
+                .push((group.to_owned(), data.get().to_owned(), out.len()));
+            out.clear();
+        }
+    }
+
     #[test]
     fn bearer_scheme_is_case_insensitive_and_needs_a_token() {
         assert_eq!(bearer_token(b"Bearer abc"), Some(&b"abc"[..]));
@@ -214,7 +312,7 @@ mod tests {
         for text in ["{\"action\":\"join\",\"group\":\"a\"}", "not json", "[]"] {
             let mut s = Session::new();
             let mut out = Vec::new();
-            let v = s.on_text(text, &settings(), 0, &mut out);
+            let v = s.on_text(text, &settings(), 0, &mut out, &mut FakeGroups::default());
             assert_eq!(
                 v,
                 Verdict::Close(CloseCode::POLICY, REASON_AUTH_REQUIRED),
@@ -237,6 +335,7 @@ mod tests {
             &settings(),
             0,
             &mut out,
+            &mut FakeGroups::default(),
         );
         assert!(
             matches!(v, Verdict::Close(CloseCode::TOKEN_INVALID, _)),
@@ -260,7 +359,142 @@ mod tests {
             &auth,
             0,
             &mut out,
+            &mut FakeGroups::default(),
         );
         assert_eq!(v, Verdict::Close(CloseCode::POLICY, REASON_AUTH_REQUIRED));
+    }
+
+    /// An HS256 token for user "7" with these claims added, signed with "secret".
+    fn token(extra: &str) -> String {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use hmac::{Hmac, Mac};
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+        let claims = format!(r#"{{"exp":4000000000,"user_id":"7"{extra}}}"#);
+        let input = format!("{header}.{}", URL_SAFE_NO_PAD.encode(claims));
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"secret").unwrap();
+        mac.update(input.as_bytes());
+        format!(
+            "{input}.{}",
+            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        )
+    }
+
+    fn authenticated(extra: &str) -> Session {
+        let mut s = Session::new();
+        let cmd = format!(r#"{{"action":"authenticate","token":"{}"}}"#, token(extra));
+        let mut out = Vec::new();
+        let v = s.on_text(&cmd, &settings(), 0, &mut out, &mut FakeGroups::default());
+        assert_eq!(v, Verdict::Continue, "{}", String::from_utf8_lossy(&out));
+        s
+    }
+
+    /// Sends `text` and returns the JSON payload of the single reply frame.
+    fn reply(s: &mut Session, groups: &mut FakeGroups, text: &str) -> String {
+        let mut out = Vec::new();
+        assert_eq!(
+            s.on_text(text, &settings(), 0, &mut out, groups),
+            Verdict::Continue
+        );
+        if out.is_empty() {
+            return String::new();
+        }
+        // Server frames here are small: a 2-byte header.
+        String::from_utf8(out[2..].to_vec()).unwrap()
+    }
+
+    #[test]
+    fn joins_follow_the_tokens_group_patterns() {
+        let mut s = authenticated(r#","groups":["room.*","lobby"]"#);
+        let mut g = FakeGroups {
+            max: 10,
+            ..FakeGroups::default()
+        };
+        let joined = reply(&mut s, &mut g, r#"{"action":"join","group":"room.1"}"#);
+        assert_eq!(joined, r#"{"action":"joined","group":"room.1"}"#);
+        assert_eq!(
+            reply(&mut s, &mut g, r#"{"action":"join","group":"lobby"}"#),
+            r#"{"action":"joined","group":"lobby"}"#
+        );
+        // Joining twice is fine and answers joined again.
+        assert_eq!(
+            reply(&mut s, &mut g, r#"{"action":"join","group":"lobby"}"#),
+            r#"{"action":"joined","group":"lobby"}"#
+        );
+        let denied = reply(&mut s, &mut g, r#"{"action":"join","group":"admin"}"#);
+        assert!(
+            denied.starts_with(r#"{"action":"error","payload":{"status_code":403"#),
+            "{denied}"
+        );
+        let bad = reply(&mut s, &mut g, r#"{"action":"join","group":"room 1"}"#);
+        assert!(
+            bad.starts_with(r#"{"action":"error","payload":{"status_code":400"#),
+            "{bad}"
+        );
+        assert_eq!(g.joined, ["room.1", "lobby"]);
+    }
+
+    #[test]
+    fn a_token_without_groups_may_join_nothing() {
+        let mut s = authenticated("");
+        let mut g = FakeGroups {
+            max: 10,
+            ..FakeGroups::default()
+        };
+        let denied = reply(&mut s, &mut g, r#"{"action":"join","group":"room.1"}"#);
+        assert!(denied.contains(r#""status_code":403"#), "{denied}");
+        assert!(g.joined.is_empty());
+    }
+
+    #[test]
+    fn too_many_groups_is_an_error_that_keeps_the_connection() {
+        let mut s = authenticated(r#","groups":["*"]"#);
+        let mut g = FakeGroups {
+            max: 1,
+            ..FakeGroups::default()
+        };
+        reply(&mut s, &mut g, r#"{"action":"join","group":"a"}"#);
+        let full = reply(&mut s, &mut g, r#"{"action":"join","group":"b"}"#);
+        assert!(full.contains(r#""status_code":400"#), "{full}");
+    }
+
+    #[test]
+    fn leave_always_answers_left() {
+        let mut s = authenticated(r#","groups":["*"]"#);
+        let mut g = FakeGroups {
+            max: 10,
+            ..FakeGroups::default()
+        };
+        let left = reply(
+            &mut s,
+            &mut g,
+            r#"{"action":"leave","group":"never.joined"}"#,
+        );
+        assert_eq!(left, r#"{"action":"left","group":"never.joined"}"#);
+    }
+
+    #[test]
+    fn only_members_send_and_data_is_forwarded_verbatim() {
+        let mut s = authenticated(r#","groups":["*"]"#);
+        let mut g = FakeGroups {
+            max: 10,
+            ..FakeGroups::default()
+        };
+        let not_member = reply(&mut s, &mut g, r#"{"action":"send","group":"g","data":1}"#);
+        assert!(not_member.contains(r#""status_code":403"#), "{not_member}");
+        reply(&mut s, &mut g, r#"{"action":"join","group":"g"}"#);
+        let no_data = reply(&mut s, &mut g, r#"{"action":"send","group":"g"}"#);
+        assert!(no_data.contains(r#""status_code":400"#), "{no_data}");
+        // A successful send has no reply of its own: the sender gets the message like everyone.
+        let sent = reply(
+            &mut s,
+            &mut g,
+            r#"{"action":"send","group":"g","data":{"x": [1, 2.5, "é"]}}"#,
+        );
+        assert_eq!(sent, "");
+        assert_eq!(
+            g.published,
+            [("g".to_owned(), r#"{"x": [1, 2.5, "é"]}"#.to_owned(), 0)]
+        );
     }
 }

@@ -9,12 +9,13 @@ use std::cell::Cell;
 use serde_json::json;
 use wsgate::auth::Verifier;
 use wsgate::envelope::{self, ClientCommand};
+use wsgate::hub::table::Join;
 use wsgate::origin::OriginPolicy;
 use wsgate::proto::frame;
 use wsgate::proto::handshake;
 use wsgate::proto::http;
 use wsgate::proto::message::{Assembler, Message};
-use wsgate::session::{Session, Verdict};
+use wsgate::session::{Groups, Session, Verdict};
 
 struct Counting;
 
@@ -182,6 +183,24 @@ fn upgrade_origin_and_first_frame_auth_allocate_nothing() {
     );
 }
 
+/// Authentication never touches groups; any use here would be a bug.
+struct NoGroups;
+
+impl Groups for NoGroups {
+    fn join(&mut self, _: &str) -> Join {
+        unreachable!("authentication joined a group")
+    }
+    fn leave(&mut self, _: &str) {
+        unreachable!("authentication left a group")
+    }
+    fn is_member(&self, _: &str) -> bool {
+        unreachable!("authentication asked for membership")
+    }
+    fn publish(&mut self, _: &str, _: &serde_json::value::RawValue, _: &mut Vec<u8>) {
+        unreachable!("authentication published")
+    }
+}
+
 #[test]
 fn the_session_layer_adds_no_allocation_either() {
     let verifier = Verifier::hs256(SECRET);
@@ -195,7 +214,8 @@ fn the_session_layer_adds_no_allocation_either() {
     let command = json!({"action": "authenticate", "token": simplejwt_token()}).to_string();
     let mut session = Session::new();
     let mut out: Vec<u8> = Vec::with_capacity(1024);
-    let (count, verdict) = allocations(|| session.on_text(&command, &auth, NOW, &mut out));
+    let (count, verdict) =
+        allocations(|| session.on_text(&command, &auth, NOW, &mut out, &mut NoGroups));
     assert_eq!(verdict, Verdict::Continue);
     assert!(session.is_authenticated());
     assert_eq!(

@@ -1,30 +1,38 @@
 //! One connection, from accept to close. The task waits for readiness (io_uring POLL_ADD or
 //! epoll), then reads into the worker's scratch buffer and parses in place, so an idle connection
-//! holds no read buffer; replies are staged in the worker's cork buffer and only what the socket
-//! does not take is kept per connection. Deadlines end the connection; they never cancel a read
-//! that has completed (readiness carries no data, so dropping it loses nothing).
+//! holds no read buffer; replies are staged in the worker's cork buffer and sent at once, and only
+//! what the socket does not take is queued in the connection's outbox, the same queue group
+//! fan-out fills (so order holds). Deadlines end the connection; they never cancel a read that
+//! has completed (readiness carries no data, so dropping it loses nothing).
 
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use monoio::net::TcpStream;
 use monoio::time::Instant;
 
+use super::Record;
+use super::groups::{GroupCtx, Member, Members};
 use super::sys::{self, Transfer};
 use super::timer::{self, Timers};
 use super::{Service, WorkerShared};
+use crate::api::{self, Endpoint};
 use crate::config::Settings;
+use crate::hub::LocalHub;
+use crate::hub::table::GroupTable;
+use crate::metrics::{CoreStats, Rejection};
 use crate::proto::close::CloseCode;
 use crate::proto::frame::{self, OpCode};
 use crate::proto::handshake::{self, Upgrade};
 use crate::proto::http;
 use crate::proto::message::{Assembler, Message};
-use crate::session::{self, Verdict};
+use crate::session::{self, Groups, Verdict};
 
 /// Size of the per-worker read buffer every readable connection reads into.
 const SCRATCH_BYTES: usize = 64 * 1024;
@@ -39,8 +47,15 @@ pub trait Handler: 'static {
         now: u64,
         out: &mut Vec<u8>,
     ) -> Verdict;
-    /// A complete text message.
-    fn on_text(&mut self, text: &str, s: &Settings, now: u64, out: &mut Vec<u8>) -> Verdict;
+    /// A complete text message; `groups` is this connection's view of its core's groups.
+    fn on_text(
+        &mut self,
+        text: &str,
+        s: &Settings,
+        now: u64,
+        out: &mut Vec<u8>,
+        groups: &mut dyn Groups,
+    ) -> Verdict;
     /// A complete binary message.
     fn on_binary(&mut self, data: &[u8], s: &Settings, now: u64, out: &mut Vec<u8>) -> Verdict;
     /// Whether the auth deadline still runs.
@@ -55,20 +70,35 @@ pub(crate) struct Worker<S> {
     open: Cell<usize>,
     /// Deadlines of this worker's WebSocket connections.
     pub(crate) timers: Timers,
+    /// This core's connections that fan-out can reach, by key.
+    pub(crate) members: RefCell<Members>,
+    /// This core's group membership.
+    pub(crate) table: RefCell<GroupTable<u64>>,
+    /// This core's side of the cross-core hub.
+    pub(crate) hub: LocalHub,
+    /// Members with queued frames, flushed once per batch.
+    pub(crate) dirty: RefCell<Vec<u64>>,
+    /// This core's counters.
+    pub(crate) stats: Arc<CoreStats>,
 }
 
 impl<S: Service> Worker<S> {
-    pub(crate) fn new(shared: WorkerShared<S>) -> Self {
+    pub(crate) fn new(shared: WorkerShared<S>, hub: LocalHub, stats: Arc<CoreStats>) -> Self {
         Self {
             shared,
             scratch: RefCell::new(vec![0; SCRATCH_BYTES].into_boxed_slice()),
             cork: RefCell::new(Vec::with_capacity(SCRATCH_BYTES)),
             open: Cell::new(0),
             timers: Timers::default(),
+            members: RefCell::new(Members::default()),
+            table: RefCell::new(GroupTable::new()),
+            hub,
+            dirty: RefCell::new(Vec::new()),
+            stats,
         }
     }
 
-    fn settings(&self) -> &Settings {
+    pub(crate) fn settings(&self) -> &Settings {
         &self.shared.settings
     }
 }
@@ -89,6 +119,10 @@ impl<'w, S: Service> Admission<'w, S> {
             return None;
         }
         worker.open.set(worker.open.get() + 1);
+        worker
+            .stats
+            .open_connections
+            .fetch_add(1, Ordering::Relaxed);
         Some(Self { worker })
     }
 }
@@ -97,6 +131,22 @@ impl<S> Drop for Admission<'_, S> {
     fn drop(&mut self) {
         self.worker.open.set(self.worker.open.get() - 1);
         self.worker.shared.open.fetch_sub(1, Ordering::Relaxed);
+        self.worker
+            .stats
+            .open_connections
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A WebSocket connection's place in the fan-out; leaves every group when dropped.
+struct Registration<'w, S: Service> {
+    worker: &'w Worker<S>,
+    key: u64,
+}
+
+impl<S: Service> Drop for Registration<'_, S> {
+    fn drop(&mut self) {
+        self.worker.leave_all(self.key);
     }
 }
 
@@ -106,8 +156,20 @@ struct Conn {
     fd: RawFd,
     /// Input that arrived in pieces (a partial head or frame); empty when idle.
     pending: Vec<u8>,
-    /// Output the socket has not taken yet; empty when idle.
-    out: Vec<u8>,
+    /// The outbox (output the socket has not taken yet) and the fan-out's view of us.
+    member: Rc<Member>,
+}
+
+impl Conn {
+    /// Queues bytes behind everything already queued (HTTP answers, pings, Close frames).
+    fn queue(&self, bytes: &[u8]) {
+        // Unbounded on purpose: these are a few bytes each, and a Close must always fit.
+        let _ = self.member.outbox.borrow_mut().push_copy(bytes, usize::MAX);
+    }
+
+    fn has_output(&self) -> bool {
+        !self.member.outbox.borrow().is_empty()
+    }
 }
 
 /// Why processing stopped.
@@ -120,6 +182,8 @@ enum Stop {
     Close(CloseCode, &'static str),
     /// The peer sent a Close frame (its code, if any): answer it, then end.
     PeerClose(Option<CloseCode>),
+    /// The connection could not keep up with its output: drop what was not started, close 1008.
+    Evicted,
 }
 
 impl From<io::Error> for Stop {
@@ -145,14 +209,17 @@ pub(crate) fn serve<S: Service>(
         stream,
         fd,
         pending: Vec::new(),
-        out: Vec::new(),
+        member: Rc::new(Member::new(fd)),
     };
     async move {
         let timer = worker.timers.slot();
         let settings = worker.settings();
         let Some(_admission) = Admission::take(&worker) else {
             let retry = settings.retry_after_secs.to_string();
-            http::write_response(&mut conn.out, 503, &[("Retry-After", &retry)], b"");
+            let mut answer = Vec::new();
+            http::write_response(&mut answer, 503, &[("Retry-After", &retry)], b"");
+            conn.queue(&answer);
+            worker.stats.reject(Rejection::Unavailable503);
             tracing::debug!(worker = worker.shared.id, %peer, "connection limit reached: 503");
             finish(&worker, &mut conn, &timer).await;
             return;
@@ -162,22 +229,45 @@ pub(crate) fn serve<S: Service>(
         // No await inside the match, and no Option around the handler: either would keep a
         // second copy alive next to `ws` for the connection's whole life.
         let handler = 'upgrade: {
-            match handshake(&worker, &mut conn, &timer).await {
-                Ok(Some(handler)) => break 'upgrade handler,
-                Ok(None) => {}
-                Err(Stop::Close(code, reason)) => frame::write_close(&mut conn.out, code, reason),
-                Err(Stop::TimedOut) => {
-                    tracing::debug!(worker = worker.shared.id, %peer, "handshake timeout");
-                    return;
+            loop {
+                // Only the small plan leaves this match: the handshake's result must not stay
+                // alive across an await next to `ws`.
+                let plan = match handshake(&worker, &mut conn, &timer).await {
+                    Ok(Head::Upgraded(handler)) => break 'upgrade handler,
+                    Ok(Head::Http(plan)) => plan,
+                    Ok(Head::Answered) => break,
+                    Err(Stop::Close(code, reason)) => {
+                        let mut close = Vec::new();
+                        frame::write_close(&mut close, code, reason);
+                        conn.queue(&close);
+                        break;
+                    }
+                    Err(Stop::TimedOut) => {
+                        worker.stats.reject(Rejection::Timeout);
+                        tracing::debug!(worker = worker.shared.id, %peer, "handshake timeout");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                match http_request(&worker, &mut conn, plan, &timer).await {
+                    // Keep-alive: the next request may follow on the same connection.
+                    Ok(true) => continue,
+                    Ok(false) => break,
+                    Err(_) => return,
                 }
-                Err(_) => return,
             }
             finish(&worker, &mut conn, &timer).await;
             return;
         };
         let mut ws = Ws::new(handler, settings);
+        let key = worker.members.borrow_mut().insert(conn.member.clone());
+        let registration = Registration {
+            worker: &worker,
+            key,
+        };
         let started = Instant::now();
-        let code = websocket(&worker, &mut conn, &mut ws, &timer).await;
+        let code = websocket(&worker, &mut conn, &mut ws, &timer, key).await;
+        drop(registration);
         tracing::debug!(
             worker = worker.shared.id,
             %peer,
@@ -188,27 +278,52 @@ pub(crate) fn serve<S: Service>(
     }
 }
 
-/// Reads the request head and answers it. `Ok(Some)`: upgraded (101 and any open messages are
-/// queued); `Ok(None)`: an HTTP error response is queued; `Err`: the peer went away or the handler
-/// closed at once.
+/// What a complete request head led to.
+enum Head<H> {
+    /// Upgraded: the 101 and any opening messages are queued.
+    Upgraded(H),
+    /// An HTTP API request whose body is still to be read.
+    Http(HttpPlan),
+    /// An error answer is queued; the connection closes after it.
+    Answered,
+}
+
+/// An HTTP API request accepted on its head.
+#[derive(Clone, Copy)]
+struct HttpPlan {
+    endpoint: Endpoint,
+    body_len: usize,
+    keep_alive: bool,
+}
+
+/// Reads the request head and answers it. `Err`: the peer went away, the deadline passed, or the
+/// handler closed at once.
 async fn handshake<S: Service>(
     worker: &Worker<S>,
     c: &mut Conn,
     timer: &timer::Slot<'_>,
-) -> Result<Option<S::Handler>, Stop> {
+) -> Result<Head<S::Handler>, Stop> {
     let settings = worker.settings();
     timer.reset(Instant::now() + settings.timeouts.handshake);
     let mut scanned = 0;
+    // A keep-alive client may have sent its next request already: look at it before waiting.
+    let mut buffered = !c.pending.is_empty();
     loop {
-        monoio::select! {
-            r = c.stream.readable(false) => r?,
-            _ = timer.expired() => return Err(Stop::TimedOut),
+        if !buffered {
+            monoio::select! {
+                r = c.stream.readable(false) => r?,
+                _ = timer.expired() => return Err(Stop::TimedOut),
+            }
         }
         let mut scratch = worker.scratch.borrow_mut();
-        let n = match sys::recv(c.fd, &mut scratch)? {
-            Transfer::Done(0) => return Err(Stop::Gone),
-            Transfer::Done(n) => n,
-            Transfer::WouldBlock => continue,
+        let n = if std::mem::take(&mut buffered) {
+            0
+        } else {
+            match sys::recv(c.fd, &mut scratch)? {
+                Transfer::Done(0) => return Err(Stop::Gone),
+                Transfer::Done(n) => n,
+                Transfer::WouldBlock => continue,
+            }
         };
         // Parse straight from the scratch buffer when the head came in one read (the usual case).
         let from_scratch = c.pending.is_empty();
@@ -230,16 +345,24 @@ async fn handshake<S: Service>(
                 continue;
             }
             Err(e) => {
-                respond(&mut c.out, e.status(), &[]);
-                return Ok(None);
+                let mut answer = Vec::new();
+                respond(&mut answer, e.status(), &[]);
+                c.queue(&answer);
+                worker.stats.reject(Rejection::TooLarge431);
+                return Ok(Head::Answered);
             }
         };
         let now = unix_now();
         // The answer goes out through the cork; only what the socket refuses stays with us.
         let mut cork = worker.cork.borrow_mut();
         let decision = decide(worker, &buf[..head_len], now, &mut cork);
-        let sent = send_now(c.fd, &cork).unwrap_or(cork.len());
-        c.out.extend_from_slice(&cork[sent..]);
+        // Straight out unless an earlier answer is still queued (order first).
+        let sent = if c.has_output() {
+            0
+        } else {
+            send_now(worker, c.fd, &cork).unwrap_or(cork.len())
+        };
+        c.queue(&cork[sent..]);
         cork.clear();
         // Frames the client sent right behind the head stay for the WebSocket loop.
         let rest = if from_scratch {
@@ -253,8 +376,9 @@ async fn handshake<S: Service>(
             c.pending.drain(..head_len);
         }
         return match decision {
-            Decision::Respond => Ok(None),
-            Decision::Upgraded(handler, Verdict::Continue) => Ok(Some(handler)),
+            Decision::Respond => Ok(Head::Answered),
+            Decision::Http(plan) => Ok(Head::Http(plan)),
+            Decision::Upgraded(handler, Verdict::Continue) => Ok(Head::Upgraded(handler)),
             Decision::Upgraded(_, Verdict::Close(code, reason)) => Err(Stop::Close(code, reason)),
         };
     }
@@ -262,6 +386,7 @@ async fn handshake<S: Service>(
 
 enum Decision<H> {
     Respond,
+    Http(HttpPlan),
     Upgraded(H, Verdict),
 }
 
@@ -278,9 +403,14 @@ fn decide<S: Service>(
         Ok(request) => request,
         Err(e) => {
             respond(out, e.status(), &[]);
+            worker.stats.reject(Rejection::BadRequest400);
             return Decision::Respond;
         }
     };
+    let (path, _) = http::split_target(request.path.unwrap_or(""));
+    if path != settings.ws_path {
+        return http_head(worker, &request, path, out);
+    }
     let upgrade = match handshake::validate(&request, &settings.ws_path) {
         Ok(upgrade) => upgrade,
         Err(e) => {
@@ -292,19 +422,121 @@ fn decide<S: Service>(
                 "handshake refused: {e}"
             );
             respond(out, status, e.response_headers());
+            if let Some(why) = Rejection::from_status(status) {
+                worker.stats.reject(why);
+            }
             return Decision::Respond;
         }
     };
     if !settings.origin.allows(upgrade.origin) {
         tracing::debug!(worker = worker.shared.id, "origin refused: 403");
         respond(out, 403, &[]);
+        worker.stats.reject(Rejection::Forbidden403);
         return Decision::Respond;
     }
+    worker.stats.handshakes_ok.fetch_add(1, Ordering::Relaxed);
     let accept = handshake::accept_key(upgrade.key);
     handshake::write_101(out, &accept, upgrade.offers_v1);
     let mut handler = worker.shared.service.handler();
     let verdict = handler.on_open(&upgrade, settings, now, out);
+    worker.stats.count_auth(handler.awaiting_auth(), verdict);
     Decision::Upgraded(handler, verdict)
+}
+
+/// PROTOCOL.md §5 for a request head on any path but the WebSocket's: what can be decided before
+/// the body arrives. Every refusal answers and closes (the body is not read).
+fn http_head<S: Service>(
+    worker: &Worker<S>,
+    request: &httparse::Request<'_, '_>,
+    path: &str,
+    out: &mut Vec<u8>,
+) -> Decision<S::Handler> {
+    let settings = worker.settings();
+    worker.stats.http_requests.fetch_add(1, Ordering::Relaxed);
+    let headers = &*request.headers;
+    let keep_alive = api::wants_keep_alive(request.version.unwrap_or(0), headers);
+    let plan = api::route(request.method.unwrap_or(""), path).and_then(|endpoint| {
+        let body_len = api::expected_body(endpoint, headers, settings.max_body_bytes)?;
+        if endpoint == Endpoint::Publish {
+            api::authorize(&settings.api_keys, headers)?;
+            api::check_content_type(headers)?;
+        }
+        Ok(HttpPlan {
+            endpoint,
+            body_len,
+            keep_alive,
+        })
+    });
+    match plan {
+        Ok(plan) => Decision::Http(plan),
+        Err(e) => {
+            if e.status() == 404 {
+                worker.stats.reject(Rejection::NotFound404);
+            }
+            api::write_error(out, &e, false);
+            Decision::Respond
+        }
+    }
+}
+
+/// Reads an API request's body (within the handshake deadline), runs it, and queues the answer.
+/// `Ok(true)`: the connection stays open for another request.
+async fn http_request<S: Service>(
+    worker: &Worker<S>,
+    c: &mut Conn,
+    plan: HttpPlan,
+    timer: &timer::Slot<'_>,
+) -> Result<bool, Stop> {
+    while c.pending.len() < plan.body_len {
+        monoio::select! {
+            r = c.stream.readable(false) => r?,
+            _ = timer.expired() => return Err(Stop::TimedOut),
+        }
+        let mut scratch = worker.scratch.borrow_mut();
+        match sys::recv(c.fd, &mut scratch)? {
+            Transfer::Done(0) => return Err(Stop::Gone),
+            // Bytes past the body belong to the next request: they stay, in order.
+            Transfer::Done(n) => c.pending.extend_from_slice(&scratch[..n]),
+            Transfer::WouldBlock => {}
+        }
+    }
+    let mut answer = Vec::with_capacity(256);
+    let body = &c.pending[..plan.body_len];
+    let keep_alive = match plan.endpoint {
+        Endpoint::Healthz => {
+            api::write_healthz(&mut answer, plan.keep_alive);
+            plan.keep_alive
+        }
+        Endpoint::Metrics => {
+            let mut text = String::with_capacity(8 * 1024);
+            let cores: Vec<&crate::metrics::CoreStats> =
+                worker.shared.all_stats.iter().map(|s| &**s).collect();
+            crate::metrics::render(&cores, &mut text);
+            api::write_metrics(&mut answer, &text, plan.keep_alive);
+            plan.keep_alive
+        }
+        Endpoint::Publish => match api::parse_publish(body) {
+            Ok(publish) => {
+                worker.stats.api_publishes.fetch_add(1, Ordering::Relaxed);
+                worker.publish(&publish.group, publish.data);
+                worker.after_batch();
+                api::write_accepted(&mut answer, plan.keep_alive);
+                plan.keep_alive
+            }
+            Err(e) => {
+                api::write_error(&mut answer, &e, plan.keep_alive);
+                plan.keep_alive
+            }
+        },
+    };
+    c.pending.drain(..plan.body_len);
+    c.queue(&answer);
+    // The answer goes out before the next request is read (or before closing).
+    c.member.flush()?;
+    if keep_alive {
+        timer.reset(Instant::now() + worker.settings().timeouts.handshake);
+    }
+    Ok(keep_alive)
 }
 
 fn respond(out: &mut Vec<u8>, status: u16, headers: &[(&str, &str)]) {
@@ -325,6 +557,7 @@ enum Event {
     Readable(io::Result<()>),
     Writable(io::Result<()>),
     Timer,
+    Notified,
 }
 
 impl<H: Handler> Ws<H> {
@@ -346,43 +579,63 @@ async fn websocket<S: Service>(
     c: &mut Conn,
     ws: &mut Ws<S::Handler>,
     timer: &timer::Slot<'_>,
+    key: u64,
 ) -> Option<CloseCode> {
     let settings = worker.settings();
     // Frames that arrived together with the head.
     let mut stop = if c.pending.is_empty() {
         None
     } else {
-        process_pending(worker, c, ws).err()
+        let mut cork = worker.cork.borrow_mut();
+        let mut groups = GroupCtx {
+            worker,
+            key,
+            member: &c.member,
+        };
+        let now = (Instant::now(), unix_now());
+        let result = process(&mut c.pending, ws, worker, &mut cork, now, &mut groups)
+            .map(|used| drop(c.pending.drain(..used)));
+        c.queue(&cork);
+        cork.clear();
+        worker.after_batch();
+        result.err()
     };
     loop {
         if stop.is_none() {
-            if let Err(e) = flush(c) {
-                stop = Some(e.into());
-            } else if c.out.len() > settings.limits.max_outbound_bytes {
-                stop = Some(Stop::Close(CloseCode::POLICY, "outbound limit exceeded"));
-            }
+            stop = match c.member.flush() {
+                Err(e) => Some(e.into()),
+                Ok(sent) => {
+                    worker
+                        .stats
+                        .bytes_out
+                        .fetch_add(sent as u64, Ordering::Relaxed);
+                    c.member.closing.get().map(|_| Stop::Evicted)
+                }
+            };
         }
         if let Some(stop) = stop.take() {
             return end(worker, c, stop, timer).await;
         }
         timer.arm(next_deadline(ws, settings));
-        let event = if c.out.is_empty() {
-            monoio::select! {
-                r = c.stream.readable(false) => Event::Readable(r),
-                _ = timer.expired() => Event::Timer,
-            }
-        } else {
+        let event = if c.has_output() {
             monoio::select! {
                 r = c.stream.readable(false) => Event::Readable(r),
                 r = c.stream.writable(false) => Event::Writable(r),
                 _ = timer.expired() => Event::Timer,
+                _ = c.member.notified() => Event::Notified,
+            }
+        } else {
+            monoio::select! {
+                r = c.stream.readable(false) => Event::Readable(r),
+                _ = timer.expired() => Event::Timer,
+                _ = c.member.notified() => Event::Notified,
             }
         };
         stop = match event {
             Event::Readable(Err(_)) | Event::Writable(Err(_)) => Some(Stop::Gone),
-            Event::Readable(Ok(())) => read_and_process(worker, c, ws).err(),
-            Event::Writable(Ok(())) => None,
-            Event::Timer => on_timer(c, ws, settings),
+            Event::Readable(Ok(())) => read_and_process(worker, c, ws, key).err(),
+            Event::Writable(Ok(())) | Event::Notified => None,
+            Event::Timer => on_timer(c, ws, settings, &worker.stats),
         };
     }
 }
@@ -397,10 +650,16 @@ fn next_deadline<H: Handler>(ws: &Ws<H>, settings: &Settings) -> Instant {
     }
 }
 
-fn on_timer<H: Handler>(c: &mut Conn, ws: &mut Ws<H>, settings: &Settings) -> Option<Stop> {
+fn on_timer<H: Handler>(
+    c: &mut Conn,
+    ws: &mut Ws<H>,
+    settings: &Settings,
+    stats: &CoreStats,
+) -> Option<Stop> {
     let now = Instant::now();
     let t = &settings.timeouts;
     if ws.handler.awaiting_auth() && now >= ws.auth_deadline {
+        stats.auth_timeout.fetch_add(1, Ordering::Relaxed);
         return Some(Stop::Close(
             CloseCode::TIMEOUT,
             session::REASON_AUTH_TIMEOUT,
@@ -413,7 +672,9 @@ fn on_timer<H: Handler>(c: &mut Conn, ws: &mut Ws<H>, settings: &Settings) -> Op
         ));
     }
     if !ws.pinged && now >= ws.last_rx + t.ping_after {
-        frame::write_frame(&mut c.out, OpCode::Ping, b"");
+        let mut ping = Vec::with_capacity(2);
+        frame::write_frame(&mut ping, OpCode::Ping, b"");
+        c.queue(&ping);
         ws.pinged = true;
     }
     None
@@ -424,27 +685,30 @@ fn read_and_process<S: Service>(
     worker: &Worker<S>,
     c: &mut Conn,
     ws: &mut Ws<S::Handler>,
+    key: u64,
 ) -> Result<(), Stop> {
-    let settings = worker.settings();
-    loop {
+    let result = loop {
         let mut scratch = worker.scratch.borrow_mut();
         let n = match sys::recv(c.fd, &mut scratch)? {
-            Transfer::Done(0) => return Err(Stop::Gone),
+            Transfer::Done(0) => break Err(Stop::Gone),
             Transfer::Done(n) => n,
-            Transfer::WouldBlock => return Ok(()),
+            Transfer::WouldBlock => break Ok(()),
         };
+        worker.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
         let mut cork = worker.cork.borrow_mut();
-        // Keep output in order: once something is queued on the connection, append there.
-        let corked = c.out.is_empty();
-        let out: &mut Vec<u8> = if corked { &mut cork } else { &mut c.out };
+        let mut groups = GroupCtx {
+            worker,
+            key,
+            member: &c.member,
+        };
         let now = (Instant::now(), unix_now());
         let result = if c.pending.is_empty() {
-            process(&mut scratch[..n], ws, settings, out, now).map(|used| {
+            process(&mut scratch[..n], ws, worker, &mut cork, now, &mut groups).map(|used| {
                 c.pending.extend_from_slice(&scratch[used..n]);
             })
         } else {
             c.pending.extend_from_slice(&scratch[..n]);
-            process(&mut c.pending, ws, settings, out, now).map(|used| {
+            process(&mut c.pending, ws, worker, &mut cork, now, &mut groups).map(|used| {
                 c.pending.drain(..used);
                 if c.pending.is_empty() {
                     // Partial frames are the exception: an idle connection keeps no buffer.
@@ -452,38 +716,60 @@ fn read_and_process<S: Service>(
                 }
             })
         };
-        if corked && !cork.is_empty() {
-            let sent = send_now(c.fd, &cork)?;
-            c.out.extend_from_slice(&cork[sent..]);
-            cork.clear();
-        }
-        result?;
-        if n < scratch.len() {
+        uncork(worker, c, &mut cork)?;
+        if result.is_err() || n < scratch.len() {
             // A short read: the socket is (almost certainly) drained; readiness says if not.
-            return Ok(());
+            break result;
         }
-    }
+    };
+    worker.after_batch();
+    result
 }
 
-fn process_pending<S: Service>(
-    worker: &Worker<S>,
-    c: &mut Conn,
-    ws: &mut Ws<S::Handler>,
-) -> Result<(), Stop> {
-    let now = (Instant::now(), unix_now());
-    let used = process(&mut c.pending, ws, worker.settings(), &mut c.out, now)?;
-    c.pending.drain(..used);
+/// Sends the replies staged in the cork, straight to the socket when nothing is queued before
+/// them; what the socket does not take is queued (within the outbound budget).
+fn uncork<S: Service>(worker: &Worker<S>, c: &Conn, cork: &mut Vec<u8>) -> io::Result<()> {
+    if cork.is_empty() {
+        return Ok(());
+    }
+    let sent = if c.has_output() {
+        0
+    } else {
+        send_now(worker, c.fd, cork)?
+    };
+    if sent < cork.len() {
+        let budget = worker.settings().limits.max_outbound_bytes;
+        if c.member
+            .outbox
+            .borrow_mut()
+            .push_copy(&cork[sent..], budget)
+            .is_err()
+        {
+            c.member.closing.set(Some(CloseCode::POLICY));
+        }
+    }
+    cork.clear();
     Ok(())
 }
 
+impl<S: Service> Worker<S> {
+    /// After a batch of input: send what fan-out queued, wake the other cores sent to.
+    fn after_batch(&self) {
+        self.flush_dirty();
+        self.hub.wake_pending();
+    }
+}
+
 /// Decodes every complete frame in `buf`; returns how many bytes were consumed.
-fn process<H: Handler>(
+fn process<S: Service>(
     buf: &mut [u8],
-    ws: &mut Ws<H>,
-    settings: &Settings,
+    ws: &mut Ws<S::Handler>,
+    worker: &Worker<S>,
     out: &mut Vec<u8>,
     (now, unix): (Instant, u64),
+    groups: &mut dyn Groups,
 ) -> Result<usize, Stop> {
+    let settings = worker.settings();
     let mut pos = 0;
     while pos < buf.len() {
         let header = match frame::decode(&mut buf[pos..], settings.limits.max_frame_bytes) {
@@ -507,8 +793,19 @@ fn process<H: Handler>(
             }
             Message::Pong(_) => Verdict::Continue,
             Message::Close(close) => return Err(Stop::PeerClose(close.map(|(code, _)| code))),
-            Message::Text(text) => ws.handler.on_text(text, settings, unix, out),
-            Message::Binary(data) => ws.handler.on_binary(data, settings, unix, out),
+            Message::Text(text) => {
+                worker.stats.messages_in.fetch_add(1, Ordering::Relaxed);
+                let awaiting = ws.handler.awaiting_auth();
+                let verdict = ws.handler.on_text(text, settings, unix, out, groups);
+                if awaiting {
+                    worker.stats.count_auth(ws.handler.awaiting_auth(), verdict);
+                }
+                verdict
+            }
+            Message::Binary(data) => {
+                worker.stats.messages_in.fetch_add(1, Ordering::Relaxed);
+                ws.handler.on_binary(data, settings, unix, out)
+            }
         };
         if let Verdict::Close(code, reason) = verdict {
             return Err(Stop::Close(code, reason));
@@ -535,22 +832,31 @@ async fn end<S: Service>(
     stop: Stop,
     timer: &timer::Slot<'_>,
 ) -> Option<CloseCode> {
+    let mut close = Vec::with_capacity(32);
     let code = match stop {
         Stop::Gone | Stop::TimedOut => return None,
         Stop::Close(code, reason) => {
-            frame::write_close(&mut c.out, code, reason);
+            frame::write_close(&mut close, code, reason);
             Some(code)
+        }
+        Stop::Evicted => {
+            // The rest of a frame already started must still go out, or the Close would land
+            // inside it; frames not started are dropped, and the 1008 says so.
+            c.member.outbox.borrow_mut().discard_unstarted();
+            frame::write_close(&mut close, CloseCode::POLICY, "outbound limit exceeded");
+            Some(CloseCode::POLICY)
         }
         // RFC 6455 §5.5.1: answer with the code received, or an empty Close when none came.
         Stop::PeerClose(Some(code)) => {
-            frame::write_close(&mut c.out, code, "");
+            frame::write_close(&mut close, code, "");
             Some(code)
         }
         Stop::PeerClose(None) => {
-            frame::write_frame(&mut c.out, OpCode::Close, b"");
+            frame::write_frame(&mut close, OpCode::Close, b"");
             None
         }
     };
+    c.queue(&close);
     finish(worker, c, timer).await;
     code
 }
@@ -560,11 +866,11 @@ async fn end<S: Service>(
 /// reset that the peer may never read.
 async fn finish<S: Service>(worker: &Worker<S>, c: &mut Conn, timer: &timer::Slot<'_>) {
     timer.reset(Instant::now() + worker.settings().timeouts.close);
-    while !c.out.is_empty() {
-        if flush(c).is_err() {
+    while c.has_output() {
+        if c.member.flush().is_err() {
             return;
         }
-        if c.out.is_empty() {
+        if !c.has_output() {
             break;
         }
         monoio::select! {
@@ -589,22 +895,8 @@ async fn finish<S: Service>(worker: &Worker<S>, c: &mut Conn, timer: &timer::Slo
     }
 }
 
-/// Sends as much of `c.out` as the socket takes now.
-fn flush(c: &mut Conn) -> io::Result<()> {
-    if c.out.is_empty() {
-        return Ok(());
-    }
-    let sent = send_now(c.fd, &c.out)?;
-    c.out.drain(..sent);
-    if c.out.is_empty() {
-        // Only backpressure or the handshake fill `out`; an idle connection keeps no buffer.
-        c.out = Vec::new();
-    }
-    Ok(())
-}
-
 /// Sends from `buf` until done or the socket would block; returns the bytes sent.
-fn send_now(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+fn send_now<S>(worker: &Worker<S>, fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     let mut sent = 0;
     while sent < buf.len() {
         match sys::send(fd, &buf[sent..])? {
@@ -612,6 +904,10 @@ fn send_now(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
             Transfer::WouldBlock => break,
         }
     }
+    worker
+        .stats
+        .bytes_out
+        .fetch_add(sent as u64, Ordering::Relaxed);
     Ok(sent)
 }
 
@@ -636,22 +932,29 @@ mod tests {
         let config = Config::try_parse_from(["wsgate", "--allowed-origins", "*"]).unwrap();
         let env = Env {
             jwt_secret: Some("k".into()),
+            ..Env::default()
         };
         let settings = config
             .into_settings(&env, 1, || DevSecret(Vec::new()))
             .unwrap();
+        let hub = crate::hub::Hub::new(1);
+        let stats = std::sync::Arc::new(CoreStats::default());
         let shared = WorkerShared {
             id: 0,
             settings: std::sync::Arc::new(settings),
             service: std::sync::Arc::new(Gateway),
             open: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            hub: hub.clone(),
+            stats: stats.clone(),
+            all_stats: vec![stats.clone()].into(),
         };
+        let hub = LocalHub::new(hub, 0);
         let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
             .enable_timer()
             .build()
             .unwrap();
         rt.block_on(async move {
-            let worker = Rc::new(Worker::new(shared));
+            let worker = Rc::new(Worker::new(shared, hub, stats));
             let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = listener.local_addr().unwrap();
             let stream = TcpStream::connect(addr).await.unwrap();

@@ -3,6 +3,7 @@
 //! one atomic connection counter. The only module with threads, sockets and clocks.
 
 mod conn;
+mod groups;
 mod sys;
 mod timer;
 
@@ -20,8 +21,11 @@ use monoio::net::TcpListener;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::{Driver, DriverChoice, Settings};
+use crate::hub::{Hub, LocalHub};
+use crate::metrics::{CoreStats, Rejection};
+use crate::proto::close::CloseCode;
 use crate::proto::handshake::Upgrade;
-use crate::session::{Session, Verdict};
+use crate::session::{Groups, Session, Verdict};
 
 pub use conn::Handler;
 
@@ -37,6 +41,7 @@ pub trait Service: Send + Sync + 'static {
 #[derive(Debug)]
 pub struct Server {
     addr: SocketAddr,
+    stats: Vec<Arc<CoreStats>>,
     drivers: Vec<Driver>,
     stops: Vec<Arc<Stop>>,
     threads: Vec<JoinHandle<()>>,
@@ -46,6 +51,11 @@ impl Server {
     /// The bound address (the real port when started on port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Each worker's counters, by worker index.
+    pub fn stats(&self) -> &[Arc<CoreStats>] {
+        &self.stats
     }
 
     /// The driver each worker runs on, by worker index.
@@ -78,6 +88,11 @@ pub fn start<S: Service>(settings: Settings, service: S) -> io::Result<Server> {
     let listeners = bind_listeners(&settings, driver)?;
     let addr = listeners[0].local_addr()?;
     let open = Arc::new(AtomicUsize::new(0));
+    let hub = Hub::new(settings.workers);
+    let stats: Vec<Arc<CoreStats>> = (0..settings.workers)
+        .map(|_| Arc::new(CoreStats::default()))
+        .collect();
+    let all_stats: Arc<[Arc<CoreStats>]> = stats.clone().into();
     let (ready_tx, ready_rx) = mpsc::channel::<(usize, io::Result<Driver>)>();
     let mut stops = Vec::with_capacity(settings.workers);
     let mut threads = Vec::with_capacity(settings.workers);
@@ -89,6 +104,9 @@ pub fn start<S: Service>(settings: Settings, service: S) -> io::Result<Server> {
             settings: settings.clone(),
             service: service.clone(),
             open: open.clone(),
+            hub: hub.clone(),
+            stats: stats[id].clone(),
+            all_stats: all_stats.clone(),
         };
         let ready_tx = ready_tx.clone();
         let thread = std::thread::Builder::new()
@@ -110,6 +128,7 @@ pub fn start<S: Service>(settings: Settings, service: S) -> io::Result<Server> {
     }
     let server = Server {
         addr,
+        stats,
         drivers,
         stops,
         threads,
@@ -164,6 +183,10 @@ pub(crate) struct WorkerShared<S> {
     pub(crate) settings: Arc<Settings>,
     pub(crate) service: Arc<S>,
     pub(crate) open: Arc<AtomicUsize>,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) stats: Arc<CoreStats>,
+    /// Every core's counters, for `GET /metrics` on any core.
+    pub(crate) all_stats: Arc<[Arc<CoreStats>]>,
 }
 
 fn run_worker<S: Service>(
@@ -247,9 +270,13 @@ async fn worker_main<S: Service>(
     tracing::info!(worker = id, driver = driver.name(), "worker listening");
     let _ = ready.send((id, Ok(driver)));
     drop(ready);
-    let worker = Rc::new(conn::Worker::new(shared));
+    let local_hub = LocalHub::new(shared.hub.clone(), id);
+    let stats = shared.stats.clone();
+    let worker = Rc::new(conn::Worker::new(shared, local_hub, stats));
     let timers = worker.clone();
     monoio::spawn(async move { timers.timers.drive().await });
+    let inbox = worker.clone();
+    monoio::spawn(async move { inbox.drain_inbox().await });
     loop {
         let accepted = monoio::select! {
             r = listener.accept() => r,
@@ -314,8 +341,15 @@ impl Handler for Session {
         self.on_upgrade(up, &s.auth, now, out)
     }
 
-    fn on_text(&mut self, text: &str, s: &Settings, now: u64, out: &mut Vec<u8>) -> Verdict {
-        Session::on_text(self, text, &s.auth, now, out)
+    fn on_text(
+        &mut self,
+        text: &str,
+        s: &Settings,
+        now: u64,
+        out: &mut Vec<u8>,
+        groups: &mut dyn Groups,
+    ) -> Verdict {
+        Session::on_text(self, text, &s.auth, now, out, groups)
     }
 
     fn on_binary(&mut self, _: &[u8], _: &Settings, _: u64, out: &mut Vec<u8>) -> Verdict {
@@ -324,5 +358,34 @@ impl Handler for Session {
 
     fn awaiting_auth(&self) -> bool {
         !self.is_authenticated()
+    }
+}
+
+/// Counting helpers the runtime uses on its core's stats.
+pub(crate) trait Record {
+    /// A refused handshake or HTTP request.
+    fn reject(&self, why: Rejection);
+    /// An authentication attempt's outcome: still waiting means none happened.
+    fn count_auth(&self, still_awaiting: bool, verdict: Verdict);
+}
+
+impl Record for CoreStats {
+    fn reject(&self, why: Rejection) {
+        self.rejected(why).fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn count_auth(&self, still_awaiting: bool, verdict: Verdict) {
+        match verdict {
+            Verdict::Continue if !still_awaiting => {
+                self.auth_ok.fetch_add(1, Ordering::Relaxed);
+            }
+            Verdict::Close(CloseCode::TOKEN_INVALID, _) => {
+                self.auth_invalid.fetch_add(1, Ordering::Relaxed);
+            }
+            Verdict::Close(CloseCode::FORBIDDEN, _) => {
+                self.auth_forbidden.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
     }
 }

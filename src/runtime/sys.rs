@@ -46,3 +46,16 @@ pub(crate) fn shutdown_write(fd: RawFd) {
     // ENOTCONN after a reset is fine: the connection is ending either way.
     let _ = socket::shutdown(fd, Shutdown::Write);
 }
+
+/// `sendmsg(MSG_DONTWAIT | MSG_NOSIGNAL)` of several slices in one call (a writev with flags).
+pub(crate) fn send_vectored(fd: RawFd, iov: &[std::io::IoSlice<'_>]) -> io::Result<Transfer> {
+    let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+    loop {
+        return match socket::sendmsg::<socket::SockaddrStorage>(fd, iov, &[], flags, None) {
+            Ok(n) => Ok(Transfer::Done(n)),
+            Err(Errno::EAGAIN) => Ok(Transfer::WouldBlock),
+            Err(Errno::EINTR) => continue,
+            Err(e) => Err(e.into()),
+        };
+    }
+}

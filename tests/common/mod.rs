@@ -35,6 +35,26 @@ pub struct TestServer {
     pub addr: SocketAddr,
 }
 
+impl TestServer {
+    /// Open connections per worker, from the server's own counters.
+    pub fn open_per_core(&self) -> Vec<u64> {
+        let server = self.server.as_ref().unwrap();
+        server
+            .stats()
+            .iter()
+            .map(|s| {
+                s.open_connections
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            })
+            .collect()
+    }
+
+    /// The server's counters, by worker.
+    pub fn stats(&self) -> &[std::sync::Arc<wsgate::metrics::CoreStats>] {
+        self.server.as_ref().unwrap().stats()
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(server) = self.server.take() {
@@ -50,6 +70,7 @@ pub fn start(driver: &str, flags: &[&str]) -> TestServer {
         flags,
         Env {
             jwt_secret: Some(SECRET.into()),
+            ..Env::default()
         },
     )
 }
@@ -319,4 +340,42 @@ pub fn read_close_code(s: &mut TcpStream) -> Option<u16> {
 /// The authenticate command for a fresh token of `user`.
 pub fn authenticate_cmd(user: &str) -> String {
     json!({"action": "authenticate", "token": token(json!(user))}).to_string()
+}
+
+/// A token for `user` allowed into the groups matching `patterns`.
+pub fn group_token(user: &str, patterns: &[&str]) -> String {
+    token_with(
+        json!({"token_type": "access", "exp": now() + 300, "user_id": user, "groups": patterns}),
+    )
+}
+
+/// A raw client: upgraded and authenticated as `user` with group `patterns`.
+pub fn raw_member(addr: SocketAddr, user: &str, patterns: &[&str]) -> TcpStream {
+    let mut s = raw_ws(addr, &[]);
+    let cmd = json!({"action": "authenticate", "token": group_token(user, patterns)}).to_string();
+    send_frame(&mut s, 0x81, cmd.as_bytes());
+    let reply = read_json(&mut s);
+    assert_eq!(reply["payload"]["status_code"], 200, "{reply}");
+    s
+}
+
+/// The next text frame from a raw client, as JSON (pings are skipped).
+pub fn read_json(s: &mut TcpStream) -> Value {
+    loop {
+        let (first, payload) = read_frame(s);
+        match first & 0x0f {
+            0x1 => return serde_json::from_slice(&payload).unwrap(),
+            0x9 | 0xa => continue,
+            op => panic!(
+                "expected a text frame, got opcode {op}: {:?}",
+                String::from_utf8_lossy(&payload)
+            ),
+        }
+    }
+}
+
+/// Sends one command from a raw client and returns the reply.
+pub fn command(s: &mut TcpStream, cmd: Value) -> Value {
+    send_frame(s, 0x81, cmd.to_string().as_bytes());
+    read_json(s)
 }

@@ -14,7 +14,7 @@ use wsgate::config::{Config, DevSecret, Env, Settings};
 use wsgate::proto::frame::{self, OpCode};
 use wsgate::proto::handshake::Upgrade;
 use wsgate::runtime::{self, Handler, Service};
-use wsgate::session::Verdict;
+use wsgate::session::{Groups, Verdict};
 
 struct Echo;
 
@@ -23,7 +23,14 @@ impl Handler for Echo {
         Verdict::Continue
     }
 
-    fn on_text(&mut self, text: &str, _: &Settings, _: u64, out: &mut Vec<u8>) -> Verdict {
+    fn on_text(
+        &mut self,
+        text: &str,
+        _: &Settings,
+        _: u64,
+        out: &mut Vec<u8>,
+        _: &mut dyn Groups,
+    ) -> Verdict {
         frame::write_frame(out, OpCode::Text, text.as_bytes());
         Verdict::Continue
     }
@@ -79,6 +86,7 @@ fn main() -> anyhow::Result<()> {
     // The echo server verifies no tokens; the verifier just needs some key.
     let env = Env {
         jwt_secret: Some("autobahn-echo-unused".into()),
+        ..Env::default()
     };
     let settings = config.into_settings(&env, 1, || DevSecret(Vec::new()))?;
     let server = runtime::start(settings, EchoService)?;
