@@ -438,7 +438,11 @@ fn decide<S: Service>(
     let accept = handshake::accept_key(upgrade.key);
     handshake::write_101(out, &accept, upgrade.offers_v1);
     let mut handler = worker.shared.service.handler();
+    let before = out.len();
     let verdict = handler.on_open(&upgrade, settings, now, out);
+    if out.len() > before {
+        worker.stats.messages_out.fetch_add(1, Ordering::Relaxed);
+    }
     worker.stats.count_auth(handler.awaiting_auth(), verdict);
     Decision::Upgraded(handler, verdict)
 }
@@ -675,6 +679,7 @@ fn on_timer<H: Handler>(
         let mut ping = Vec::with_capacity(2);
         frame::write_frame(&mut ping, OpCode::Ping, b"");
         c.queue(&ping);
+        stats.messages_out.fetch_add(1, Ordering::Relaxed);
         ws.pinged = true;
     }
     None
@@ -786,6 +791,8 @@ fn process<S: Service>(
             Ok(None) => continue,
             Err(e) => return Err(Stop::Close(e.close_code(), failure_reason(e.close_code()))),
         };
+        // Every handler below writes at most one frame: a longer `out` means one reply queued.
+        let before = out.len();
         let verdict = match message {
             Message::Ping(payload) => {
                 frame::write_frame(out, OpCode::Pong, payload);
@@ -807,6 +814,9 @@ fn process<S: Service>(
                 ws.handler.on_binary(data, settings, unix, out)
             }
         };
+        if out.len() > before {
+            worker.stats.messages_out.fetch_add(1, Ordering::Relaxed);
+        }
         if let Verdict::Close(code, reason) = verdict {
             return Err(Stop::Close(code, reason));
         }
