@@ -17,7 +17,7 @@ use subtle::{Choice, ConstantTimeEq};
 use crate::auth::groups::is_valid_group_name;
 use crate::envelope::write_json_str;
 use crate::metrics;
-use crate::proto::http::reason_phrase;
+use crate::proto::http;
 
 /// Path of the publish endpoint.
 pub const PUBLISH_PATH: &str = "/api/publish";
@@ -493,22 +493,12 @@ pub fn write_response(
     keep_alive: bool,
 ) {
     out.reserve(128 + body.len());
-    out.extend_from_slice(b"HTTP/1.1 ");
-    push_decimal(out, u64::from(status));
-    out.push(b' ');
-    out.extend_from_slice(reason_phrase(status).as_bytes());
-    out.extend_from_slice(b"\r\n");
-    push_header(out, "Content-Type", content_type);
+    http::write_status_line(out, status);
+    http::write_header(out, "Content-Type", content_type);
     for (name, value) in extra_headers {
-        push_header(out, name, value);
+        http::write_header(out, name, value);
     }
-    out.extend_from_slice(b"Content-Length: ");
-    push_decimal(out, body.len() as u64);
-    out.extend_from_slice(if keep_alive {
-        b"\r\nConnection: keep-alive\r\n\r\n".as_slice()
-    } else {
-        b"\r\nConnection: close\r\n\r\n".as_slice()
-    });
+    http::end_head(out, body.len(), keep_alive);
     out.extend_from_slice(body);
 }
 
@@ -557,30 +547,6 @@ pub fn write_metrics(out: &mut Vec<u8>, text: &str, keep_alive: bool) {
         text.as_bytes(),
         keep_alive,
     );
-}
-
-fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
-    out.extend(name.bytes().filter(|&b| b != b'\r' && b != b'\n'));
-    out.extend_from_slice(b": ");
-    out.extend(value.bytes().filter(|&b| b != b'\r' && b != b'\n'));
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Appends the decimal digits of `n`.
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        if let Some(slot) = digits.get_mut(start) {
-            *slot = b'0' + (n % 10) as u8;
-        }
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(digits.get(start..).unwrap_or_default());
 }
 
 #[cfg(test)]
@@ -672,7 +638,7 @@ mod tests {
             assert_eq!(err.closes_connection(), closes, "{err:?}");
             assert_eq!(err.header(), header, "{err:?}");
             assert_eq!(err.to_string(), err.detail(), "{err:?}");
-            assert!(!reason_phrase(status).is_empty(), "{status}");
+            assert!(!http::reason_phrase(status).is_empty(), "{status}");
         }
     }
 
@@ -1241,14 +1207,5 @@ mod tests {
         let mut resp = httparse::Response::new(&mut storage);
         assert!(resp.parse(&out[6..]).unwrap().is_complete());
         assert_eq!(resp.code, Some(405));
-    }
-
-    #[test]
-    fn decimals() {
-        for n in [0u64, 7, 10, 99, 1_000_000, u64::MAX] {
-            let mut out = Vec::new();
-            push_decimal(&mut out, n);
-            assert_eq!(out, n.to_string().as_bytes());
-        }
     }
 }

@@ -4,6 +4,7 @@
 //! at scrape time. `render` writes every metric in the text exposition format 0.0.4, one sample
 //! per core (`core="<i>"`). Pure: no IO, no clock, no dependency on other wsgate modules.
 
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Why a handshake was refused (PROTOCOL.md §1), the `outcome` label of `wsgate_handshakes_total`.
@@ -330,36 +331,14 @@ fn family_header(out: &mut String, name: &str, help: &str, kind: Kind) {
 /// One sample line. Label values here are core numbers and fixed words: nothing to escape.
 fn sample(out: &mut String, name: &str, core: usize, outcome: Option<&str>, value: u64) {
     out.push_str(name);
-    out.push_str("{core=\"");
-    push_decimal(out, core as u64);
-    out.push('"');
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{{core=\"{core}\"");
     if let Some(outcome) = outcome {
         out.push_str(",outcome=\"");
         out.push_str(outcome);
         out.push('"');
     }
-    out.push_str("} ");
-    push_decimal(out, value);
-    out.push('\n');
-}
-
-/// Appends the decimal digits of `n` without the formatting machinery.
-fn push_decimal(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        if let Some(slot) = digits.get_mut(start) {
-            *slot = b'0' + (n % 10) as u8;
-        }
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in digits.get(start..).unwrap_or_default() {
-        out.push(char::from(d));
-    }
+    let _ = writeln!(out, "}} {value}");
 }
 
 #[cfg(test)]
@@ -614,14 +593,5 @@ mod tests {
             seen.contains("wsgate_received_messages_total{core=\"0\"} 3\n"),
             "{seen}"
         );
-    }
-
-    #[test]
-    fn decimals() {
-        for n in [0u64, 9, 10, 123_456, u64::MAX] {
-            let mut out = String::new();
-            push_decimal(&mut out, n);
-            assert_eq!(out, n.to_string());
-        }
     }
 }

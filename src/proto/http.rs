@@ -194,21 +194,40 @@ impl fmt::Display for Redacted<'_> {
 ///
 /// CR and LF are dropped from header names and values, so a value can never split the response.
 pub fn write_response(out: &mut Vec<u8>, status: u16, headers: &[(&str, &str)], body: &[u8]) {
+    write_status_line(out, status);
+    for (name, value) in headers {
+        write_header(out, name, value);
+    }
+    end_head(out, body.len(), false);
+    out.extend_from_slice(body);
+}
+
+/// Appends `HTTP/1.1 <status> <reason>\r\n`.
+pub fn write_status_line(out: &mut Vec<u8>, status: u16) {
     out.extend_from_slice(b"HTTP/1.1 ");
     push_decimal(out, u64::from(status));
     out.push(b' ');
     out.extend_from_slice(reason_phrase(status).as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in headers {
-        push_header_text(out, name);
-        out.extend_from_slice(b": ");
-        push_header_text(out, value);
-        out.extend_from_slice(b"\r\n");
-    }
+}
+
+/// Appends one header line; CR and LF are dropped so a value can never split the response.
+pub fn write_header(out: &mut Vec<u8>, name: &str, value: &str) {
+    push_header_text(out, name);
+    out.extend_from_slice(b": ");
+    push_header_text(out, value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `Content-Length`, `Connection` (keep-alive or close) and the blank line.
+pub fn end_head(out: &mut Vec<u8>, body_len: usize, keep_alive: bool) {
     out.extend_from_slice(b"Content-Length: ");
-    push_decimal(out, body.len() as u64);
-    out.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
-    out.extend_from_slice(body);
+    push_decimal(out, body_len as u64);
+    out.extend_from_slice(if keep_alive {
+        b"\r\nConnection: keep-alive\r\n\r\n".as_slice()
+    } else {
+        b"\r\nConnection: close\r\n\r\n".as_slice()
+    });
 }
 
 fn push_header_text(out: &mut Vec<u8>, text: &str) {
