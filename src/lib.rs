@@ -4,8 +4,10 @@
 //!
 //! ```text
 //! pure (no IO, no clocks):  proto/ (RFC 6455, HTTP/1.1)  origin  auth/  envelope
-//!                           config  session (per-connection state machine)
-//! IO shell:                 runtime/ (threads, monoio runtimes, sockets, timers)
+//!                           hub/table, hub/outbox (per-core groups and queues)
+//!                           config  session (per-connection state machine)  api  metrics
+//! cross-core:               hub (interest masks, one lock-free queue per core)
+//! IO shell:                 runtime/ (threads, monoio runtimes, sockets, timers, fan-out)
 //! ```
 //!
 //! `runtime::start(settings, runtime::Gateway)` runs the gateway; `src/main.rs` adds flags,

@@ -2,20 +2,15 @@
 //! resident memory grew per connection (`--server-pid`). Then every connection proves it is
 //! still alive with a ping/pong and closes cleanly; a dead one is an error in the report.
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::task::Poll;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use atomic_waker::AtomicWaker;
 
 use crate::client::{self, Conn};
+use crate::harness::{Gate, source_for};
 use crate::{Common, Target, token};
-
-/// Connections per source address before the next 127.0.0.x is used.
-const PER_SOURCE: usize = 25_000;
 
 /// `idle` options.
 #[derive(clap::Args, Debug, Clone)]
@@ -32,36 +27,6 @@ pub struct IdleOpt {
     /// Milliseconds to let the server settle before the second RSS reading.
     #[arg(long, default_value_t = 1_000)]
     pub settle_ms: u64,
-}
-
-/// A phase gate a plain thread opens and monoio workers await (monoio's `sync` wakes them).
-#[derive(Default)]
-struct Gate {
-    open: AtomicBool,
-    wakers: std::sync::Mutex<Vec<Arc<AtomicWaker>>>,
-}
-
-impl Gate {
-    fn open(&self) {
-        self.open.store(true, Ordering::Release);
-        for w in self.wakers.lock().expect("gate lock").iter() {
-            w.wake();
-        }
-    }
-
-    async fn wait(&self) {
-        let waker = Arc::new(AtomicWaker::new());
-        self.wakers.lock().expect("gate lock").push(waker.clone());
-        std::future::poll_fn(|cx| {
-            waker.register(cx.waker());
-            if self.open.load(Ordering::Acquire) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await;
-    }
 }
 
 #[derive(Default)]
@@ -109,7 +74,7 @@ pub fn run(
     let workers = common.workers;
     let mut threads = Vec::new();
     for w in 0..workers {
-        // Connection i goes to worker i % workers; its source address is 127.0.0.(1 + i / PER_SOURCE).
+        // Connection i goes to worker i % workers; its source address comes from source_for(i).
         let ids: Vec<usize> = (w..opt.connections).step_by(workers).collect();
         let (tally, gate, target, common, opt) = (
             tally.clone(),
@@ -218,10 +183,7 @@ async fn worker(
             handles.push((
                 id,
                 monoio::spawn(async move {
-                    // Below PER_SOURCE connections the kernel picks the source address.
-                    let source = (id >= PER_SOURCE)
-                        .then(|| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (id / PER_SOURCE) as u8)));
-                    let stream = client::connect(&target, source).await?;
+                    let stream = client::connect(target.addr, source_for(id)).await?;
                     let token =
                         token::mint(secret.as_bytes(), &format!("idle-{id}"), now, 3600, &[]);
                     Conn::open(stream, &target, &origin, &token).await

@@ -1,9 +1,16 @@
 //! `wsgate-load`: the load client for wsgate. Thread-per-core on monoio (`--workers`,
 //! `--pin-cores`), its own client framing, HS256 tokens minted from `--secret`. Every scenario is
-//! bounded in count and in time.
+//! bounded in count and in time, checks every message it expects, and reports its own CPU use.
 
 mod client;
+mod connect;
+mod echo;
+mod fanout;
+mod harness;
+mod http;
 mod idle;
+mod payload;
+mod report;
 mod token;
 mod wire;
 
@@ -54,6 +61,14 @@ pub struct Common {
 
 #[derive(Subcommand, Debug)]
 enum Scenario {
+    /// N sessions at concurrency K: connect, upgrade, authenticate, close; sessions/s.
+    Connect(connect::ConnectOpt),
+    /// C connections each send to their own group with W in flight; messages/s, round trip.
+    Echo(echo::EchoOpt),
+    /// N members of one group, WebSocket publishers; deliveries/s, publish-to-delivery latency.
+    Fanout(fanout::FanoutOpt),
+    /// The same fan-out fed through POST /api/publish.
+    Publish(fanout::PublishOpt),
     /// Hold N authenticated connections idle and report the server's RSS per connection.
     Idle(idle::IdleOpt),
 }
@@ -97,7 +112,18 @@ fn main() -> anyhow::Result<()> {
         bail!("--workers must be at least 1");
     }
     let deadline = Duration::from_secs(opt.common.timeout_secs.max(1));
+    let c = &opt.common;
     match opt.scenario {
-        Scenario::Idle(o) => idle::run(&opt.common, &target, &o, deadline),
+        Scenario::Connect(o) => connect::run(c, &target, &o, deadline),
+        Scenario::Echo(o) => echo::run(c, &target, &o, deadline),
+        Scenario::Fanout(o) => fanout::run(c, &target, &o, fanout::Feed::WebSocket, deadline),
+        Scenario::Publish(o) => fanout::run(
+            c,
+            &target,
+            &o.fanout,
+            fanout::Feed::Api(o.api_key),
+            deadline,
+        ),
+        Scenario::Idle(o) => idle::run(c, &target, &o, deadline),
     }
 }
