@@ -351,3 +351,44 @@ pub async fn answer_pings<W: AsyncWriteRent>(
     }
     write_all(w, out).await.map(|_| ())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn buffered(bytes: &[u8]) -> ReadBuf {
+        let mut rb = ReadBuf::default();
+        rb.buf.extend_from_slice(bytes);
+        rb
+    }
+
+    #[test]
+    fn drain_hands_over_texts_and_collects_pings_until_a_close() {
+        let mut wire = vec![0x81, 2, b'h', b'i', 0x89, 1, b'p', 0x8a, 0, 0x81, 1, b'!'];
+        let mut rb = buffered(&wire);
+        let (mut texts, mut pongs) = (Vec::new(), Vec::new());
+        drain_frames(&mut rb, &mut pongs, |t| texts.push(t.to_vec())).unwrap();
+        assert_eq!(texts, [b"hi".to_vec(), b"!".to_vec()]);
+        assert_eq!(pongs, [b"p".to_vec()]);
+        assert!(rb.pending().is_empty());
+        // A partial frame stays buffered; a Close is an error naming its code.
+        wire = vec![
+            0x81, 1, b'a', 0x88, 4, 0x03, 0xf0, b'x', b'y', 0x81, 5, b'p',
+        ];
+        let mut rb = buffered(&wire);
+        texts.clear();
+        let e = drain_frames(&mut rb, &mut pongs, |t| texts.push(t.to_vec())).unwrap_err();
+        assert!(e.to_string().contains("1008 xy"), "{e}");
+        assert_eq!(texts, [b"a".to_vec()]);
+        let mut rb = buffered(&[0x81, 5, b'p']);
+        drain_frames(&mut rb, &mut pongs, |_| panic!("incomplete")).unwrap();
+        assert_eq!(rb.pending().len(), 3);
+    }
+
+    #[test]
+    fn fragments_and_binary_frames_are_errors() {
+        let mut pongs = Vec::new();
+        assert!(drain_frames(&mut buffered(&[0x01, 1, b'a']), &mut pongs, |_| {}).is_err());
+        assert!(drain_frames(&mut buffered(&[0x82, 1, 0]), &mut pongs, |_| {}).is_err());
+    }
+}

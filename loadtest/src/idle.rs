@@ -21,9 +21,6 @@ pub struct IdleOpt {
     /// Upgrades in flight at once per client worker.
     #[arg(long, default_value_t = 128)]
     pub concurrency: usize,
-    /// PID of the server whose RSS is measured (omit to skip the memory figure).
-    #[arg(long)]
-    pub server_pid: Option<u32>,
     /// Milliseconds to let the server settle before the second RSS reading.
     #[arg(long, default_value_t = 1_000)]
     pub settle_ms: u64,
@@ -67,7 +64,7 @@ pub fn run(
     deadline: Duration,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let before = opt.server_pid.map(rss_kib).transpose()?;
+    let before = common.server_pid.map(rss_kib).transpose()?;
     let tally = Arc::new(Tally::default());
     let gate = Arc::new(Gate::default());
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
@@ -90,10 +87,7 @@ pub fn run(
                     if common.pin_cores {
                         let _ = monoio::utils::bind_to_cpu_set([common.first_cpu + w]);
                     }
-                    let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-                        .enable_timer()
-                        .build()
-                        .expect("client runtime");
+                    let mut rt = crate::harness::runtime(common.driver).expect("client runtime");
                     rt.block_on(worker(ids, tally, gate, target, common, opt, now));
                 })?,
         );
@@ -115,7 +109,7 @@ pub fn run(
     let opened = tally.opened.load(Ordering::Relaxed);
     let connect_secs = started.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(opt.settle_ms));
-    let after = opt.server_pid.map(rss_kib).transpose()?;
+    let after = common.server_pid.map(rss_kib).transpose()?;
     // Phase 2: prove every connection alive, then close them all.
     gate.open();
     for t in threads {
