@@ -248,3 +248,36 @@ fn keep_alive_serves_several_requests_on_one_connection() {
         assert_eq!(read_response(&mut s).status, 200, "{driver}");
     }
 }
+
+#[test]
+fn pipelined_publishes_are_all_answered_and_delivered_in_order() {
+    for driver in drivers() {
+        let srv = start_api(driver, &["--workers", "2"]);
+        let mut member = raw_member(srv.addr, "m", &["g"]);
+        assert_eq!(
+            command(&mut member, json!({"action":"join","group":"g"}))["action"],
+            "joined"
+        );
+        let mut burst = String::new();
+        for seq in 0..200 {
+            let body = json!({"group":"g","data":{"seq":seq}}).to_string();
+            burst.push_str(&format!(
+                "POST /api/publish HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {API_KEY}\r\n\
+                 Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            ));
+        }
+        let mut s = tcp(srv.addr);
+        s.write_all(burst.as_bytes()).unwrap();
+        for seq in 0..200 {
+            assert_eq!(read_response(&mut s).status, 202, "{driver}: answer {seq}");
+        }
+        for seq in 0..200 {
+            assert_eq!(
+                read_json(&mut member)["data"]["seq"],
+                seq,
+                "{driver}: order per HTTP connection"
+            );
+        }
+    }
+}

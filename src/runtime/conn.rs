@@ -492,6 +492,13 @@ async fn http_request<S: Service>(
     timer: &timer::Slot<'_>,
 ) -> Result<bool, Stop> {
     while c.pending.len() < plan.body_len {
+        // Never wait for input with work deferred from earlier pipelined requests.
+        worker.after_batch();
+        let sent = c.member.flush()?;
+        worker
+            .stats
+            .bytes_out
+            .fetch_add(sent as u64, Ordering::Relaxed);
         monoio::select! {
             r = c.stream.readable(false) => r?,
             _ = timer.expired() => return Err(Stop::TimedOut),
@@ -523,7 +530,6 @@ async fn http_request<S: Service>(
             Ok(publish) => {
                 worker.stats.api_publishes.fetch_add(1, Ordering::Relaxed);
                 worker.publish(&publish.group, publish.data);
-                worker.after_batch();
                 api::write_accepted(&mut answer, plan.keep_alive);
                 plan.keep_alive
             }
@@ -535,8 +541,35 @@ async fn http_request<S: Service>(
     };
     c.pending.drain(..plan.body_len);
     c.queue(&answer);
-    // The answer goes out before the next request is read (or before closing).
-    c.member.flush()?;
+    // While the client has pipelined another request, keep going: the fan-out is sent and other
+    // cores are woken once per burst, as for a batch of WebSocket input, so members get many
+    // messages per write instead of one. A client that pipelines without reading may not
+    // queue more than the outbound budget of answers before we wait for it.
+    let settings = worker.settings();
+    let budget = settings.limits.max_outbound_bytes;
+    let more = matches!(
+        http::find_head_end(&c.pending, 0, settings.limits.max_head_bytes),
+        Ok(Some(_))
+    );
+    if !(keep_alive && more) || c.member.outbox.borrow().queued_bytes() > budget {
+        worker.after_batch();
+        let sent = c.member.flush()?;
+        worker
+            .stats
+            .bytes_out
+            .fetch_add(sent as u64, Ordering::Relaxed);
+        while c.member.outbox.borrow().queued_bytes() > budget {
+            monoio::select! {
+                r = c.stream.writable(false) => r?,
+                _ = timer.expired() => return Err(Stop::TimedOut),
+            }
+            let sent = c.member.flush()?;
+            worker
+                .stats
+                .bytes_out
+                .fetch_add(sent as u64, Ordering::Relaxed);
+        }
+    }
     if keep_alive {
         timer.reset(Instant::now() + worker.settings().timeouts.handshake);
     }
