@@ -170,6 +170,16 @@ impl Conn {
     fn has_output(&self) -> bool {
         !self.member.outbox.borrow().is_empty()
     }
+
+    /// Sends what the socket takes now from the outbox, counting the bytes.
+    fn flush<S>(&self, worker: &Worker<S>) -> io::Result<()> {
+        let sent = self.member.flush()?;
+        worker
+            .stats
+            .bytes_out
+            .fetch_add(sent as u64, Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 /// Why processing stopped.
@@ -494,11 +504,7 @@ async fn http_request<S: Service>(
     while c.pending.len() < plan.body_len {
         // Never wait for input with work deferred from earlier pipelined requests.
         worker.after_batch();
-        let sent = c.member.flush()?;
-        worker
-            .stats
-            .bytes_out
-            .fetch_add(sent as u64, Ordering::Relaxed);
+        c.flush(worker)?;
         monoio::select! {
             r = c.stream.readable(false) => r?,
             _ = timer.expired() => return Err(Stop::TimedOut),
@@ -553,21 +559,13 @@ async fn http_request<S: Service>(
     );
     if !(keep_alive && more) || c.member.outbox.borrow().queued_bytes() > budget {
         worker.after_batch();
-        let sent = c.member.flush()?;
-        worker
-            .stats
-            .bytes_out
-            .fetch_add(sent as u64, Ordering::Relaxed);
+        c.flush(worker)?;
         while c.member.outbox.borrow().queued_bytes() > budget {
             monoio::select! {
                 r = c.stream.writable(false) => r?,
                 _ = timer.expired() => return Err(Stop::TimedOut),
             }
-            let sent = c.member.flush()?;
-            worker
-                .stats
-                .bytes_out
-                .fetch_add(sent as u64, Ordering::Relaxed);
+            c.flush(worker)?;
         }
     }
     if keep_alive {
@@ -639,15 +637,9 @@ async fn websocket<S: Service>(
     };
     loop {
         if stop.is_none() {
-            stop = match c.member.flush() {
+            stop = match c.flush(worker) {
                 Err(e) => Some(e.into()),
-                Ok(sent) => {
-                    worker
-                        .stats
-                        .bytes_out
-                        .fetch_add(sent as u64, Ordering::Relaxed);
-                    c.member.closing.get().map(|_| Stop::Evicted)
-                }
+                Ok(()) => c.member.closing.get().map(|_| Stop::Evicted),
             };
         }
         if let Some(stop) = stop.take() {
@@ -910,7 +902,7 @@ async fn end<S: Service>(
 async fn finish<S: Service>(worker: &Worker<S>, c: &mut Conn, timer: &timer::Slot<'_>) {
     timer.reset(Instant::now() + worker.settings().timeouts.close);
     while c.has_output() {
-        if c.member.flush().is_err() {
+        if c.flush(worker).is_err() {
             return;
         }
         if !c.has_output() {
