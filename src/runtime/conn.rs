@@ -630,8 +630,8 @@ async fn websocket<S: Service>(
         let now = (Instant::now(), unix_now());
         let result = process(&mut c.pending, ws, worker, &mut cork, now, &mut groups)
             .map(|used| drop(c.pending.drain(..used)));
-        c.queue(&cork);
-        cork.clear();
+        // Same exit as every other batch: straight out, or queued within the budget.
+        let result = uncork(worker, c, &mut cork).map_err(Stop::from).and(result);
         worker.after_batch();
         result.err()
     };
