@@ -173,12 +173,21 @@ impl Conn {
 
     /// Sends what the socket takes now from the outbox, counting the bytes.
     fn flush<S>(&self, worker: &Worker<S>) -> io::Result<()> {
-        let sent = self.member.flush()?;
+        self.count_sent(worker, self.member.flush()?);
+        Ok(())
+    }
+
+    /// [`Self::flush`] when a FIN follows: the last segment waits for it.
+    fn flush_before_fin<S>(&self, worker: &Worker<S>) -> io::Result<()> {
+        self.count_sent(worker, self.member.flush_with(true)?);
+        Ok(())
+    }
+
+    fn count_sent<S>(&self, worker: &Worker<S>, sent: usize) {
         worker
             .stats
             .bytes_out
             .fetch_add(sent as u64, Ordering::Relaxed);
-        Ok(())
     }
 }
 
@@ -902,7 +911,9 @@ async fn end<S: Service>(
 async fn finish<S: Service>(worker: &Worker<S>, c: &mut Conn, timer: &timer::Slot<'_>) {
     timer.reset(Instant::now() + worker.settings().timeouts.close);
     while c.has_output() {
-        if c.flush(worker).is_err() {
+        // MSG_MORE: the shutdown below tacks its FIN onto the Close frame's segment, one
+        // transmit (and one wake-up of the peer) fewer per connection.
+        if c.flush_before_fin(worker).is_err() {
             return;
         }
         if !c.has_output() {

@@ -85,13 +85,19 @@ impl Member {
     /// Sends as much of the outbox as the socket takes now, one `sendmsg` per `IOV_BATCH`
     /// slices; returns the bytes sent. An error means the peer is gone.
     pub(crate) fn flush(&self) -> std::io::Result<usize> {
+        self.flush_with(false)
+    }
+
+    /// [`Self::flush`]; with `more`, the last segment is held back (`MSG_MORE`) for a FIN that
+    /// follows at once, so a Close frame and the FIN leave as one segment.
+    pub(crate) fn flush_with(&self, more: bool) -> std::io::Result<usize> {
         let mut total = 0;
         let mut outbox = self.outbox.borrow_mut();
         while !outbox.is_empty() {
             let mut iov = [IoSlice::new(&[]); IOV_BATCH];
             let count = outbox.io_slices(&mut iov);
             let wanted: usize = iov[..count].iter().map(|s| s.len()).sum();
-            match sys::send_vectored(self.fd, &iov[..count])? {
+            match sys::send_vectored(self.fd, &iov[..count], more)? {
                 Transfer::Done(n) => {
                     outbox.advance(n);
                     total += n;

@@ -47,9 +47,17 @@ pub(crate) fn shutdown_write(fd: RawFd) {
     let _ = socket::shutdown(fd, Shutdown::Write);
 }
 
-/// `sendmsg(MSG_DONTWAIT | MSG_NOSIGNAL)` of several slices in one call (a writev with flags).
-pub(crate) fn send_vectored(fd: RawFd, iov: &[std::io::IoSlice<'_>]) -> io::Result<Transfer> {
-    let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+/// `sendmsg(MSG_DONTWAIT | MSG_NOSIGNAL)` of several slices in one call (a writev with flags);
+/// `more` adds `MSG_MORE`: the kernel may hold a short last segment for what follows.
+pub(crate) fn send_vectored(
+    fd: RawFd,
+    iov: &[std::io::IoSlice<'_>],
+    more: bool,
+) -> io::Result<Transfer> {
+    let mut flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+    if more {
+        flags |= MsgFlags::from_bits_retain(nix::libc::MSG_MORE);
+    }
     loop {
         return match socket::sendmsg::<socket::SockaddrStorage>(fd, iov, &[], flags, None) {
             Ok(n) => Ok(Transfer::Done(n)),
