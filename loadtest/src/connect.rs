@@ -49,9 +49,8 @@ pub fn run(
         || shared.sum(|s| &s.done),
         || finished() >= total,
     );
-    let mark1 = Mark::now(common);
-    progress.finish();
-    let hist = harness::join_workers(threads);
+    // Nothing to stop early: every session ends by itself or with its worker's deadline.
+    let (mark1, hist) = harness::end_phase(&mut progress, &shared, common, threads, true);
 
     let secs = mark1.at.duration_since(mark0.at).as_secs_f64();
     let done = shared.sum(|s| &s.done);

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::client::{self, Conn};
-use crate::harness::{self, Ctx, Mark, Outcome, Progress, Shared, bump};
+use crate::harness::{self, Ctx, Outcome, Progress, Shared, bump};
 use crate::payload::{self, Stamp, Tracker};
 use crate::report::{Latency, Report};
 use crate::{Common, Target};
@@ -47,20 +47,9 @@ pub fn run(
         worker(ctx, target2.clone(), common2.clone(), opt2.clone())
     })?;
     let conns = opt.connections as u64;
-    let ready = || shared.sum(|s| &s.joined) + shared.sum(|s| &s.failed);
     let mut progress = Progress::new(start);
-    let ready_outcome = harness::wait_for(
-        &mut progress,
-        "connected",
-        conns,
-        deadline,
-        &threads,
-        || shared.sum(|s| &s.joined),
-        || ready() >= conns,
-    );
-    let mark0 = Mark::now(common);
-    shared.gate.open();
-    progress.phase(0);
+    let (ready_outcome, mark0) =
+        harness::start_together(&mut progress, &shared, common, conns, deadline, &threads);
     let total = conns * opt.messages;
     let outcome = if ready_outcome != Outcome::Done {
         ready_outcome
@@ -75,12 +64,8 @@ pub fn run(
             || shared.sum(|s| &s.done) >= total,
         )
     };
-    let mark1 = Mark::now(common);
-    if outcome != Outcome::Done {
-        shared.stop.open();
-    }
-    progress.finish();
-    let hist = harness::join_workers(threads);
+    let finished = outcome == Outcome::Done;
+    let (mark1, hist) = harness::end_phase(&mut progress, &shared, common, threads, finished);
 
     let secs = mark1.at.duration_since(mark0.at).as_secs_f64();
     let done = shared.sum(|s| &s.done);
@@ -132,41 +117,33 @@ pub fn run(
 async fn worker(ctx: Rc<Ctx>, target: Target, common: Common, opt: EchoOpt) {
     let target = Rc::new(target);
     let ids: Vec<usize> = (ctx.index..opt.connections).step_by(ctx.workers).collect();
-    let mut conns = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(opt.concurrency.max(1)) {
-        let mut handles = Vec::with_capacity(chunk.len());
-        for &id in chunk {
+    let conns = harness::open_all(
+        &ids,
+        opt.concurrency,
+        |id| {
             let (target, origin, secret) =
                 (target.clone(), common.origin.clone(), common.secret.clone());
-            handles.push((
-                id,
-                monoio::spawn(async move {
-                    let group = format!("echo.{id}");
-                    let user = format!("echo-{id}");
-                    let source = harness::source_for(id);
-                    client::open_as(
-                        &target,
-                        &origin,
-                        &secret,
-                        source,
-                        &user,
-                        &["echo.*"],
-                        Some(&group),
-                    )
-                    .await
-                }),
-            ));
-        }
-        for (id, h) in handles {
-            match h.await {
-                Ok(conn) => {
-                    bump(&ctx.slot().joined, 1);
-                    conns.push((id, conn));
-                }
-                Err(e) => ctx.fail(&format!("connection {id}"), e),
+            async move {
+                let group = format!("echo.{id}");
+                let user = format!("echo-{id}");
+                let source = harness::source_for(id);
+                let groups = ["echo.*"];
+                client::open_as(
+                    &target,
+                    &origin,
+                    &secret,
+                    source,
+                    &user,
+                    &groups,
+                    Some(&group),
+                )
+                .await
             }
-        }
-    }
+        },
+        |_| bump(&ctx.slot().joined, 1),
+        |id, e| ctx.fail(&format!("connection {id}"), e),
+    )
+    .await;
     let mut handles = Vec::with_capacity(conns.len());
     for (id, conn) in conns {
         let (ctx, opt) = (ctx.clone(), opt.clone());

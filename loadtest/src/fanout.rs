@@ -17,7 +17,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, Splitable};
 use monoio::net::TcpStream;
 
 use crate::client::{self, Conn, ReadBuf};
-use crate::harness::{self, Ctx, Mark, Notify, Outcome, Progress, Shared, bump};
+use crate::harness::{self, Ctx, Notify, Outcome, Progress, Shared, bump};
 use crate::payload::{self, Stamp, Tracker};
 use crate::report::{Latency, Report};
 use crate::{Common, Target, http};
@@ -136,20 +136,9 @@ pub fn run(
         )
     })?;
     let conns = (opt.members + opt.publishers) as u64;
-    let ready = || shared.sum(|s| &s.joined) + shared.sum(|s| &s.failed);
     let mut progress = Progress::new(start);
-    let ready_outcome = harness::wait_for(
-        &mut progress,
-        "joined",
-        conns,
-        deadline,
-        &threads,
-        || shared.sum(|s| &s.joined),
-        || ready() >= conns,
-    );
-    let mark0 = Mark::now(common);
-    shared.gate.open();
-    progress.phase(0);
+    let (ready_outcome, mark0) =
+        harness::start_together(&mut progress, &shared, common, conns, deadline, &threads);
     let (p, m) = (opt.publishers as u64, opt.messages);
     let expected = opt.members as u64 * p * m;
     let expected_acks = match feed {
@@ -185,12 +174,8 @@ pub fn run(
             },
         )
     };
-    let mark1 = Mark::now(common);
-    if outcome != Outcome::Done || stalled {
-        shared.stop.open();
-    }
-    progress.finish();
-    let hist = harness::join_workers(threads);
+    let finished = outcome == Outcome::Done && !stalled;
+    let (mark1, hist) = harness::end_phase(&mut progress, &shared, common, threads, finished);
 
     let secs = mark1.at.duration_since(mark0.at).as_secs_f64();
     let done = shared.sum(|s| &s.done);
@@ -320,33 +305,22 @@ async fn worker(ctx: Rc<Ctx>, target: Target, common: Common, opt: FanoutOpt, fe
         .filter(|r| r.0)
         .map(|&(_, p)| (p, Ack::new()))
         .collect();
-    let mut opened = Vec::with_capacity(roles.len());
-    for chunk in roles.chunks(opt.concurrency.max(1)) {
-        let handles: Vec<_> = chunk
-            .iter()
-            .map(|&role| {
-                let h = monoio::spawn(open(target.clone(), common.clone(), opt.clone(), api, role));
-                (role, h)
-            })
-            .collect();
-        for (role, h) in handles {
-            match h.await {
-                Ok(o) => {
-                    bump(&ctx.slot().joined, 1);
-                    opened.push(o);
-                }
-                Err(e) => {
-                    let who = if role.0 { "publisher" } else { "member" };
-                    ctx.fail(&format!("{who} {}", role.1), e);
-                    if role.0 {
-                        bump(&ctx.slot().feeds_ended, 1);
-                    }
-                }
+    let opened = harness::open_all(
+        &roles,
+        opt.concurrency,
+        |role| open(target.clone(), common.clone(), opt.clone(), api, role),
+        |_| bump(&ctx.slot().joined, 1),
+        |(publisher, n), e| {
+            let who = if publisher { "publisher" } else { "member" };
+            ctx.fail(&format!("{who} {n}"), e);
+            if publisher {
+                bump(&ctx.slot().feeds_ended, 1);
             }
-        }
-    }
+        },
+    )
+    .await;
     let mut handles = Vec::with_capacity(opened.len());
-    for o in opened {
+    for (_, o) in opened {
         let (ctx, opt, target, feed) = (ctx.clone(), opt.clone(), target.clone(), feed.clone());
         let witness = match (&o, api) {
             (Opened::Member(i, _), true) => acks.get(i).map(|a| {

@@ -575,3 +575,76 @@ pub fn wait_for(
         std::thread::sleep(Duration::from_millis(1));
     }
 }
+
+/// Opens one connection per item, at most `concurrency` at a time (each chunk's upgrades run
+/// concurrently on this worker), and returns those that opened, in order; `opened` hears of
+/// each success as it happens (for the progress line), `failed` of each failure.
+pub async fn open_all<I, T, E, Fut>(
+    items: &[I],
+    concurrency: usize,
+    open: impl Fn(I) -> Fut,
+    mut opened: impl FnMut(&I),
+    mut failed: impl FnMut(I, E),
+) -> Vec<(I, T)>
+where
+    I: Copy,
+    Fut: Future<Output = Result<T, E>> + 'static,
+    T: 'static,
+    E: 'static,
+{
+    let mut open_now = Vec::with_capacity(items.len());
+    for chunk in items.chunks(concurrency.max(1)) {
+        let handles: Vec<_> = chunk
+            .iter()
+            .map(|&item| (item, monoio::spawn(open(item))))
+            .collect();
+        for (item, handle) in handles {
+            match handle.await {
+                Ok(conn) => {
+                    opened(&item);
+                    open_now.push((item, conn));
+                }
+                Err(e) => failed(item, e),
+            }
+        }
+    }
+    open_now
+}
+
+/// Waits until each of `conns` connections has joined or failed, then marks the start and
+/// opens the gate: every client enters the measured phase at once. Returns how the wait ended
+/// and the start mark.
+pub fn start_together(
+    progress: &mut Progress,
+    shared: &Shared,
+    common: &Common,
+    conns: u64,
+    deadline: Instant,
+    threads: &[JoinHandle<Histogram<u64>>],
+) -> (Outcome, Mark) {
+    let joined = || shared.sum(|s| &s.joined);
+    let outcome = wait_for(progress, "joined", conns, deadline, threads, joined, || {
+        joined() + shared.sum(|s| &s.failed) >= conns
+    });
+    let mark = Mark::now(common);
+    shared.gate.open();
+    progress.phase(0);
+    (outcome, mark)
+}
+
+/// Ends the measured phase: marks the end, tells the workers to drop what they still run
+/// unless the phase `finished`, and joins them; returns the end mark and their latencies.
+pub fn end_phase(
+    progress: &mut Progress,
+    shared: &Shared,
+    common: &Common,
+    threads: Vec<JoinHandle<Histogram<u64>>>,
+    finished: bool,
+) -> (Mark, Histogram<u64>) {
+    let mark = Mark::now(common);
+    if !finished {
+        shared.stop.open();
+    }
+    progress.finish();
+    (mark, join_workers(threads))
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 
 use crate::client::{self, Conn};
-use crate::harness::{Gate, source_for};
+use crate::harness::{self, Gate, source_for};
 use crate::{Common, Target, token};
 
 /// `idle` options.
@@ -168,32 +168,24 @@ async fn worker(
     now: u64,
 ) {
     let target = std::rc::Rc::new(target);
-    let mut conns: Vec<(usize, Conn)> = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(opt.concurrency.max(1)) {
-        let mut handles = Vec::with_capacity(chunk.len());
-        for &id in chunk {
+    let conns = harness::open_all(
+        &ids,
+        opt.concurrency,
+        |id| {
             let (target, origin, secret) =
                 (target.clone(), common.origin.clone(), common.secret.clone());
-            handles.push((
-                id,
-                monoio::spawn(async move {
-                    let stream = client::connect(target.addr, source_for(id)).await?;
-                    let token =
-                        token::mint(secret.as_bytes(), &format!("idle-{id}"), now, 3600, &[]);
-                    Conn::open(stream, &target, &origin, &token).await
-                }),
-            ));
-        }
-        for (id, handle) in handles {
-            match handle.await {
-                Ok(conn) => {
-                    tally.opened.fetch_add(1, Ordering::Relaxed);
-                    conns.push((id, conn));
-                }
-                Err(e) => tally.fail("open", e),
+            async move {
+                let stream = client::connect(target.addr, source_for(id)).await?;
+                let token = token::mint(secret.as_bytes(), &format!("idle-{id}"), now, 3600, &[]);
+                Conn::open(stream, &target, &origin, &token).await
             }
-        }
-    }
+        },
+        |_| {
+            tally.opened.fetch_add(1, Ordering::Relaxed);
+        },
+        |_, e| tally.fail("open", e),
+    )
+    .await;
     gate.wait().await;
     let mut handles = Vec::with_capacity(conns.len());
     for (id, mut conn) in conns {
