@@ -71,6 +71,15 @@ pub struct Config {
     )]
     pub allowed_origins: Vec<String>,
 
+    /// File of allowed Origin patterns, one per line (`#` starts a comment), added to
+    /// --allowed-origins; re-read on SIGHUP.
+    #[arg(
+        long,
+        env = "WSGATE_ALLOWED_ORIGINS_FILE",
+        conflicts_with = "allowed_hosts"
+    )]
+    pub allowed_origins_file: Option<PathBuf>,
+
     /// Allowed hosts (AllowedHostsOriginValidator mode), comma-separated, repeatable; this mode is
     /// the default when --allowed-origins is not given.
     #[arg(long, env = "WSGATE_ALLOWED_HOSTS", value_delimiter = ',')]
@@ -88,6 +97,18 @@ pub struct Config {
     /// File holding the HS256 secret (the secret may instead be in WSGATE_JWT_SECRET).
     #[arg(long, env = "WSGATE_JWT_SECRET_FILE")]
     pub jwt_secret_file: Option<PathBuf>,
+
+    /// File holding the previous HS256 secret during a key rotation (or
+    /// WSGATE_JWT_PREVIOUS_SECRET): tokens signed with it are accepted until
+    /// --jwt-previous-secret-until, or until the time on the file's optional second line
+    /// `until=<time>` (re-read on SIGHUP, so a rotation needs no restart).
+    #[arg(long, env = "WSGATE_JWT_PREVIOUS_SECRET_FILE")]
+    pub jwt_previous_secret_file: Option<PathBuf>,
+
+    /// When the previous HS256 secret stops being accepted: an RFC 3339 time
+    /// (`2026-12-01T00:00:00Z`) or Unix seconds. Required with a previous secret.
+    #[arg(long, env = "WSGATE_JWT_PREVIOUS_SECRET_UNTIL")]
+    pub jwt_previous_secret_until: Option<String>,
 
     /// PEM public key file for RS256/ES256 tokens (set --jwt-algorithm to match).
     #[arg(long, env = "WSGATE_JWT_PUBLIC_KEY_FILE")]
@@ -159,6 +180,12 @@ pub struct Config {
     #[arg(long, env = "WSGATE_CLOSE_TIMEOUT_MS", default_value_t = 1_000)]
     pub close_timeout_ms: u64,
 
+    /// Seconds a shutdown (SIGTERM/SIGINT) may take: connections get close 1001 and their
+    /// queued output is flushed; whatever is still open then is dropped. A second signal exits
+    /// at once.
+    #[arg(long, env = "WSGATE_SHUTDOWN_TIMEOUT", default_value_t = 10)]
+    pub shutdown_timeout: u64,
+
     /// Groups one connection may be in at once (a join beyond it gets a 400 error).
     #[arg(long, env = "WSGATE_MAX_GROUPS_PER_CONNECTION", default_value_t = 100)]
     pub max_groups_per_connection: usize,
@@ -183,6 +210,15 @@ pub struct Config {
     /// Print the bound listen address on the first line of stdout (for scripts using port 0).
     #[arg(long, env = "WSGATE_PRINT_ADDR")]
     pub print_addr: bool,
+
+    /// Validate every flag, variable and file, print a summary, and exit (0: valid).
+    #[arg(long)]
+    pub check_config: bool,
+
+    /// Test hooks (never in production): `POST /debug/stall?ms=N` blocks the worker thread
+    /// that serves it, as a stuck core would.
+    #[arg(long, hide = true)]
+    pub test_hooks: bool,
 }
 
 /// Which I/O driver the workers run on.
@@ -264,6 +300,8 @@ pub struct Timeouts {
     pub keepalive: Duration,
     /// Wait for the peer's half of a closing handshake.
     pub close: Duration,
+    /// The whole graceful shutdown.
+    pub shutdown: Duration,
 }
 
 impl Default for Timeouts {
@@ -274,6 +312,7 @@ impl Default for Timeouts {
             ping_after: Duration::from_secs(20),
             keepalive: Duration::from_secs(30),
             close: Duration::from_secs(1),
+            shutdown: Duration::from_secs(10),
         }
     }
 }
@@ -351,6 +390,8 @@ pub struct Settings {
     pub api_keys: ApiKeys,
     /// Largest HTTP API body.
     pub max_body_bytes: usize,
+    /// Test-only hooks (`--test-hooks`).
+    pub test_hooks: bool,
 }
 
 /// A configuration that cannot start, with the flag or variable to fix.
@@ -397,15 +438,19 @@ pub struct Env {
     pub jwt_secret: Option<String>,
     /// `WSGATE_API_KEY`.
     pub api_key: Option<String>,
+    /// `WSGATE_JWT_PREVIOUS_SECRET`.
+    pub jwt_previous_secret: Option<String>,
 }
 
 impl std::fmt::Debug for Env {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let secret = self.jwt_secret.as_ref().map(|_| "[redacted]");
         let api_key = self.api_key.as_ref().map(|_| "[redacted]");
+        let previous = self.jwt_previous_secret.as_ref().map(|_| "[redacted]");
         f.debug_struct("Env")
             .field("jwt_secret", &secret)
             .field("api_key", &api_key)
+            .field("jwt_previous_secret", &previous)
             .finish()
     }
 }
@@ -417,6 +462,7 @@ impl Env {
         Self {
             jwt_secret: var("WSGATE_JWT_SECRET"),
             api_key: var("WSGATE_API_KEY"),
+            jwt_previous_secret: var("WSGATE_JWT_PREVIOUS_SECRET"),
         }
     }
 }
@@ -441,19 +487,7 @@ impl Config {
     ) -> Result<Settings, ConfigError> {
         let debug = self.debug || self.dev;
         let verifier = self.verifier(env, dev_secret)?;
-        let origin = if self.allowed_origins.is_empty() {
-            OriginPolicy::allowed_hosts(&self.allowed_hosts, debug).map_err(|source| {
-                ConfigError::Origin {
-                    flag: "--allowed-hosts",
-                    source,
-                }
-            })?
-        } else {
-            OriginPolicy::parse(&self.allowed_origins).map_err(|source| ConfigError::Origin {
-                flag: "--allowed-origins",
-                source,
-            })?
-        };
+        let origin = self.origin_policy(debug)?;
         if !self.ws_path.starts_with('/') {
             return Err(invalid("--ws-path", "must start with '/'"));
         }
@@ -522,12 +556,47 @@ impl Config {
                 ping_after: Duration::from_millis(self.ping_interval_ms.max(1)),
                 keepalive: Duration::from_millis(self.keepalive_timeout_ms),
                 close: Duration::from_millis(self.close_timeout_ms.max(1)),
+                shutdown: Duration::from_secs(self.shutdown_timeout),
             },
             print_addr: self.print_addr,
             max_groups_per_connection: self.max_groups_per_connection.max(1),
             api_keys,
             max_body_bytes: self.max_body_bytes,
+            test_hooks: self.test_hooks,
         })
+    }
+
+    /// `--allowed-origins` plus the patterns in `--allowed-origins-file`, or the allowed-hosts
+    /// mode when neither is given.
+    fn origin_policy(&self, debug: bool) -> Result<OriginPolicy, ConfigError> {
+        let mut patterns = self.allowed_origins.clone();
+        if let Some(path) = &self.allowed_origins_file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+                flag: "--allowed-origins-file",
+                path: path.clone(),
+                source,
+            })?;
+            patterns.extend(
+                text.lines()
+                    .map(|line| line.split('#').next().unwrap_or("").trim())
+                    .filter(|line| !line.is_empty())
+                    .map(str::to_owned),
+            );
+        }
+        if patterns.is_empty() && self.allowed_origins_file.is_none() {
+            return OriginPolicy::allowed_hosts(&self.allowed_hosts, debug).map_err(|source| {
+                ConfigError::Origin {
+                    flag: "--allowed-hosts",
+                    source,
+                }
+            });
+        }
+        let flag = if self.allowed_origins_file.is_some() {
+            "--allowed-origins/--allowed-origins-file"
+        } else {
+            "--allowed-origins"
+        };
+        OriginPolicy::parse(&patterns).map_err(|source| ConfigError::Origin { flag, source })
     }
 
     /// Keys from `WSGATE_API_KEY` and `--api-key-file` (one per line, blank lines ignored).
@@ -623,6 +692,15 @@ impl Config {
             }
         };
         let mut verifier = verifier.with_leeway(self.jwt_leeway_secs);
+        if let Some((previous, until)) = self.previous_secret(env)? {
+            if self.jwt_public_key_file.is_some() {
+                return Err(invalid(
+                    "--jwt-previous-secret-file",
+                    "a previous secret rotates HS256 keys; it cannot go with a public key",
+                ));
+            }
+            verifier = verifier.with_previous_hs256(&previous, until);
+        }
         if let Some(aud) = &self.jwt_audience {
             verifier = verifier.with_audience(aud.clone());
         }
@@ -631,6 +709,99 @@ impl Config {
         }
         Ok(verifier)
     }
+}
+
+impl Config {
+    /// The previous HS256 secret and the Unix time it stops being accepted, when configured.
+    fn previous_secret(&self, env: &Env) -> Result<Option<(Vec<u8>, u64)>, ConfigError> {
+        let (file, file_until) = match &self.jwt_previous_secret_file {
+            // Configured once, written only during a rotation: absent or empty means none.
+            Some(path) if !path.exists() => (None, None),
+            Some(path) => {
+                let text = read_secret_file("--jwt-previous-secret-file", path)?;
+                if text.iter().all(u8::is_ascii_whitespace) {
+                    (None, None)
+                } else {
+                    split_until(text)?
+                }
+            }
+            None => (None, None),
+        };
+        let secret = match (env.jwt_previous_secret.as_deref(), file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "WSGATE_JWT_PREVIOUS_SECRET",
+                    "set either WSGATE_JWT_PREVIOUS_SECRET or --jwt-previous-secret-file, not both",
+                ));
+            }
+            (Some(s), None) => s.as_bytes().to_vec(),
+            (None, Some(s)) => s,
+            (None, None) => {
+                if self.jwt_previous_secret_until.is_some()
+                    && self.jwt_previous_secret_file.is_none()
+                {
+                    return Err(invalid(
+                        "--jwt-previous-secret-until",
+                        "given without a previous secret",
+                    ));
+                }
+                return Ok(None);
+            }
+        };
+        if secret.is_empty() {
+            return Err(invalid("--jwt-previous-secret-file", "the secret is empty"));
+        }
+        let Some(until) = file_until
+            .as_ref()
+            .or(self.jwt_previous_secret_until.as_ref())
+        else {
+            return Err(invalid(
+                "--jwt-previous-secret-until",
+                "a previous secret needs the time it stops being accepted",
+            ));
+        };
+        Ok(Some((secret, parse_time(until)?)))
+    }
+}
+
+/// A previous-secret file: the secret, then optionally a line `until=<time>`.
+fn split_until(mut text: Vec<u8>) -> Result<(Option<Vec<u8>>, Option<String>), ConfigError> {
+    let Some(newline) = text.iter().position(|&b| b == b'\n') else {
+        return Ok((Some(text), None));
+    };
+    let rest = String::from_utf8_lossy(&text[newline + 1..])
+        .trim()
+        .to_owned();
+    text.truncate(newline);
+    if text.last() == Some(&b'\r') {
+        text.pop();
+    }
+    if rest.is_empty() {
+        return Ok((Some(text), None));
+    }
+    match rest.strip_prefix("until=") {
+        Some(until) if !until.contains('\n') => Ok((Some(text), Some(until.trim().to_owned()))),
+        _ => Err(invalid(
+            "--jwt-previous-secret-file",
+            "after the secret, only one line `until=<time>` may follow",
+        )),
+    }
+}
+
+/// Unix seconds, or an RFC 3339 time.
+fn parse_time(text: &str) -> Result<u64, ConfigError> {
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(secs);
+    }
+    let time = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| {
+            invalid(
+                "--jwt-previous-secret-until",
+                &format!("{text:?} is neither Unix seconds nor an RFC 3339 time ({e})"),
+            )
+        })?;
+    u64::try_from(time.unix_timestamp())
+        .map_err(|_| invalid("--jwt-previous-secret-until", "before 1970"))
 }
 
 fn invalid(flag: &'static str, reason: &str) -> ConfigError {

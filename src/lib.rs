@@ -21,6 +21,7 @@ pub mod config;
 pub mod envelope;
 pub mod hub;
 pub mod metrics;
+pub mod notify;
 pub mod origin;
 pub mod proto;
 pub mod runtime;

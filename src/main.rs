@@ -1,7 +1,10 @@
-//! The `wsgate` binary: flags and environment → `Settings` → workers; SIGTERM/SIGINT stop it.
+//! The `wsgate` binary: flags and environment → `Settings` → workers. SIGTERM/SIGINT drain and
+//! stop it, SIGHUP reloads its files, and a service manager hears of each step (`notify`).
 
 use std::io::{IsTerminal, Write};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use base64::Engine;
@@ -10,10 +13,11 @@ use clap::Parser;
 use hmac::{Hmac, Mac};
 use mimalloc::MiMalloc;
 use sha2::Sha256;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing_subscriber::EnvFilter;
 
 use wsgate::config::{Config, DevSecret, Env, LogFormat};
+use wsgate::notify::{self, Notifier};
 use wsgate::runtime::{self, Gateway};
 
 #[global_allocator]
@@ -21,11 +25,15 @@ static GLOBAL: MiMalloc = MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    if config.check_config {
+        return check_config(config);
+    }
     init_logging(config.log_format, &config.log_level)?;
     let dev = config.dev;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let mut generated = None;
     let settings = config
+        .clone()
         .into_settings(&Env::from_process(), cores, || {
             let secret: [u8; 32] = rand::random();
             generated = Some(secret.to_vec());
@@ -40,6 +48,20 @@ fn main() -> anyhow::Result<()> {
     }
     let ws_path = settings.ws_path.clone();
     let print_addr = settings.print_addr;
+    let reload_wait = settings.timeouts.shutdown.max(Duration::from_secs(1));
+    // Signals are caught before the workers start, so none is lost while they come up.
+    let (signal_tx, signal_rx) = crossbeam_channel::unbounded();
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .context("cannot install signal handlers")?;
+    std::thread::Builder::new()
+        .name("wsgate-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if signal_tx.send(signal).is_err() {
+                    break;
+                }
+            }
+        })?;
     let server = runtime::start(settings, Gateway).context("cannot start the workers")?;
     let addr = server.local_addr();
     if print_addr {
@@ -51,12 +73,174 @@ fn main() -> anyhow::Result<()> {
     if dev {
         print_dev_help(&addr.to_string(), &ws_path, generated.as_deref());
     }
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
-        .context("cannot install signal handlers")?;
-    if let Some(signal) = signals.forever().next() {
-        tracing::info!(signal, "stopping");
+    let handle = server.handle();
+    let notifier = Arc::new(Notifier::from_env().context("NOTIFY_SOCKET")?);
+    notifier.send(&format!("READY=1\n{}", status(&handle)));
+    let stopping = Arc::new(AtomicBool::new(false));
+    if notifier.enabled() {
+        let (handle, notifier, stopping) = (handle.clone(), notifier.clone(), stopping.clone());
+        std::thread::Builder::new()
+            .name("wsgate-watchdog".into())
+            .spawn(move || supervise(&handle, &notifier, &stopping))?;
     }
-    server.shutdown();
+    let signal = loop {
+        match signal_rx.recv() {
+            Ok(SIGHUP) => reload(
+                &config,
+                generated.as_deref(),
+                &handle,
+                &notifier,
+                reload_wait,
+            ),
+            Ok(signal) => break signal,
+            Err(_) => anyhow::bail!("the signal thread ended"),
+        }
+    };
+    tracing::info!(
+        signal,
+        "shutting down: every connection gets close 1001 (a second signal exits at once)"
+    );
+    stopping.store(true, Ordering::SeqCst);
+    notifier.send("STOPPING=1");
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    std::thread::Builder::new()
+        .name("wsgate-shutdown".into())
+        .spawn(move || {
+            server.shutdown();
+            let _ = done_tx.send(());
+        })?;
+    loop {
+        crossbeam_channel::select! {
+            recv(done_rx) -> _ => break,
+            recv(signal_rx) -> signal => match signal {
+                Ok(SIGHUP) => tracing::info!("reload ignored: shutting down"),
+                Ok(signal) => {
+                    tracing::warn!(signal, "second signal: exiting now");
+                    std::process::exit(1);
+                }
+                Err(_) => {}
+            },
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// SIGHUP: re-reads every file (origins, JWT keys, API keys) and puts the new settings in
+/// force without closing a connection; an invalid configuration is refused with a log line and
+/// the running one stays.
+fn reload(
+    config: &Config,
+    generated: Option<&[u8]>,
+    handle: &runtime::Handle,
+    notifier: &Notifier,
+    wait: Duration,
+) {
+    notifier.reloading();
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    // `--dev` keeps the secret it generated at start-up, or every token it printed would die.
+    let dev_secret = || DevSecret(generated.map(<[u8]>::to_vec).unwrap_or_default());
+    let outcome = config
+        .clone()
+        .into_settings(&Env::from_process(), cores, dev_secret)
+        .map_err(|e| e.to_string())
+        .and_then(|settings| handle.reload(settings, wait));
+    match outcome {
+        Ok(()) => {
+            tracing::info!("configuration reloaded");
+            notifier.send(&format!("READY=1\n{}", status(handle)));
+        }
+        Err(e) => {
+            tracing::error!("reload refused, the running configuration stays in force: {e}");
+            notifier.send(&format!("READY=1\nSTATUS=reload refused: {e}"));
+        }
+    }
+}
+
+/// The watchdog and status thread: `WATCHDOG=1` only when every worker answered the previous
+/// probe (a stuck core stops the pings, and systemd restarts the service), `STATUS=` with the
+/// open connections each period.
+fn supervise(handle: &runtime::Handle, notifier: &Notifier, stopping: &AtomicBool) {
+    let watchdog = notify::watchdog_interval();
+    let period = watchdog.map_or(STATUS_PERIOD, |w| w.min(STATUS_PERIOD));
+    let mut reported = Vec::new();
+    loop {
+        std::thread::sleep(period);
+        if stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let late = handle.probe();
+        if late != reported {
+            if late.is_empty() {
+                tracing::info!("every worker responds again");
+            } else {
+                tracing::error!(workers = ?late, "worker not responding: watchdog pings withheld");
+            }
+            reported = late.clone();
+        }
+        let mut state = status(handle);
+        if watchdog.is_some() && late.is_empty() {
+            state.push_str("\nWATCHDOG=1");
+        }
+        notifier.send(&state);
+    }
+}
+
+/// How often `STATUS=` is refreshed when no faster watchdog period is asked for.
+const STATUS_PERIOD: Duration = Duration::from_secs(5);
+
+/// `STATUS=<n> connections (<per worker>)`.
+fn status(handle: &runtime::Handle) -> String {
+    let open = handle.open_per_worker();
+    let total: u64 = open.iter().sum();
+    let per: Vec<String> = open.iter().map(u64::to_string).collect();
+    format!(
+        "STATUS={total} connections (per worker: {})",
+        per.join(" + ")
+    )
+}
+
+/// `--check-config`: builds the settings exactly as a start would (reading every file), prints
+/// a summary without any secret, and exits; an error exits 1 naming the flag.
+fn check_config(config: Config) -> anyhow::Result<()> {
+    EnvFilter::try_new(&config.log_level)
+        .with_context(|| format!("--log-level {:?}", config.log_level))?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let settings = config
+        .into_settings(&Env::from_process(), cores, || DevSecret(vec![0; 32]))
+        .context("invalid configuration")?;
+    let auth = &settings.auth;
+    let methods: Vec<&str> = [
+        (auth.first_frame, "first-frame"),
+        (auth.header, "header"),
+        (auth.subprotocol, "subprotocol"),
+        (auth.query_token, "query-token"),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, name)| *name)
+    .collect();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "configuration OK")?;
+    writeln!(out, "listen            {}", settings.listen)?;
+    writeln!(out, "workers           {}", settings.workers)?;
+    writeln!(out, "driver            {:?}", settings.driver)?;
+    writeln!(out, "ws path           {}", settings.ws_path)?;
+    writeln!(out, "origins           {}", settings.origin.describe())?;
+    writeln!(
+        out,
+        "tokens            {} ({})",
+        auth.verifier.algorithm().as_str(),
+        methods.join(", ")
+    )?;
+    writeln!(out, "api keys          {}", settings.api_keys.len())?;
+    writeln!(
+        out,
+        "connections       {} ({} per worker)",
+        settings.max_connections, settings.max_connections_per_worker
+    )?;
+    writeln!(out, "limits            {:?}", settings.limits)?;
+    writeln!(out, "timeouts          {:?}", settings.timeouts)?;
     Ok(())
 }
 

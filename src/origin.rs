@@ -107,6 +107,15 @@ impl OriginPolicy {
         self.patterns.iter().any(|pattern| pattern.matches(&origin))
     }
 
+    /// A one-line summary for `--check-config`: `*`, or how many patterns.
+    pub fn describe(&self) -> String {
+        if self.any {
+            "any origin (*)".to_owned()
+        } else {
+            format!("{} pattern(s)", self.patterns.len())
+        }
+    }
+
     /// True when no origin at all can pass (an empty list), which start-up reports.
     pub fn rejects_everything(&self) -> bool {
         !self.any && self.patterns.is_empty()

@@ -19,6 +19,7 @@ fn start_api(driver: &str, flags: &[&str]) -> TestServer {
     let env = Env {
         jwt_secret: Some(SECRET.into()),
         api_key: Some(API_KEY.into()),
+        ..Env::default()
     };
     start_with_env(driver, &all, env)
 }

@@ -214,6 +214,9 @@ pub struct Identity {
     pub exp: u64,
     /// The `jti` claim, for the revocation list.
     pub jti: Option<InlineStr<MAX_ID>>,
+    /// The `iat` claim (Unix seconds), when present: a user's revocation refuses the tokens
+    /// issued before it.
+    pub iat: Option<u64>,
     /// The `groups` claim; empty when the token has none.
     pub groups: GroupPatterns,
 }
@@ -226,6 +229,8 @@ pub struct Verifier {
     leeway: u64,
     audience: Option<String>,
     issuer: Option<String>,
+    /// During an HS256 key rotation: the previous secret, accepted before this Unix time.
+    previous: Option<(Hmac<Sha256>, u64)>,
 }
 
 #[derive(Clone)]
@@ -250,16 +255,14 @@ impl fmt::Debug for Verifier {
 impl Verifier {
     /// An HS256 verifier for a shared secret (simplejwt: `SIGNING_KEY` as UTF-8 bytes).
     pub fn hs256(secret: &[u8]) -> Self {
-        // RFC 2104 key preparation done by hand so that construction cannot fail: a key
-        // longer than the block is hashed, then zero-padded to exactly one block.
-        let mut block = [0u8; HMAC_BLOCK];
-        if secret.len() > HMAC_BLOCK {
-            block[..HS256_TAG].copy_from_slice(&Sha256::digest(secret));
-        } else {
-            block[..secret.len()].copy_from_slice(secret);
-        }
-        let mac = <Hmac<Sha256> as KeyInit>::new(&block.into());
-        Self::with_key(Algorithm::Hs256, VerifyKey::Hmac(mac))
+        Self::with_key(Algorithm::Hs256, VerifyKey::Hmac(hmac_key(secret)))
+    }
+
+    /// Also accepts HS256 tokens signed with `secret` (the key being rotated out) until the
+    /// Unix time `until`; after it they fail as a bad signature.
+    pub fn with_previous_hs256(mut self, secret: &[u8], until: u64) -> Self {
+        self.previous = Some((hmac_key(secret), until));
+        self
     }
 
     /// An RS256 or ES256 verifier from a PEM public key (`PUBLIC KEY`, or `RSA PUBLIC KEY`).
@@ -280,6 +283,7 @@ impl Verifier {
             leeway: 0,
             audience: None,
             issuer: None,
+            previous: None,
         }
     }
 
@@ -326,7 +330,7 @@ impl Verifier {
         let header = decode_part(parts.header, &mut header_buf)?;
         self.check_header(header)?;
 
-        self.check_signature(parts.signing_input, parts.signature)?;
+        self.check_signature(parts.signing_input, parts.signature, now)?;
 
         let mut payload_buf = [0u8; MAX_PAYLOAD];
         let payload = decode_part(parts.payload, &mut payload_buf)?;
@@ -351,7 +355,12 @@ impl Verifier {
         }
     }
 
-    fn check_signature(&self, signing_input: &[u8], signature: &[u8]) -> Result<(), AuthError> {
+    fn check_signature(
+        &self,
+        signing_input: &[u8],
+        signature: &[u8],
+        now: u64,
+    ) -> Result<(), AuthError> {
         match &self.key {
             VerifyKey::Hmac(keyed) => {
                 let mut tag = [0u8; HS256_TAG];
@@ -364,10 +373,13 @@ impl Verifier {
                 if n != HS256_TAG {
                     return Err(AuthError::BadSignature);
                 }
-                let mut mac = keyed.clone();
-                mac.update(signing_input);
-                let expected = mac.finalize().into_bytes();
-                if bool::from(expected.as_slice().ct_eq(&tag)) {
+                let previous = match &self.previous {
+                    Some((key, until)) if now < *until => Some(key),
+                    _ => None,
+                };
+                if hmac_matches(keyed, signing_input, &tag)
+                    || previous.is_some_and(|key| hmac_matches(key, signing_input, &tag))
+                {
                     Ok(())
                 } else {
                     Err(AuthError::BadSignature)
@@ -453,6 +465,7 @@ impl Verifier {
             // Not expired means exp > now - leeway >= -leeway; below zero only when now < leeway.
             exp: u64::try_from(exp).unwrap_or(0),
             jti,
+            iat: iat.and_then(|iat| u64::try_from(iat).ok()),
             groups,
         })
     }
@@ -1255,4 +1268,23 @@ tOnEGKuLJesYUov8lTqxr25SJdjnhE1RqktHwfWzuiYIC8AXnTLrWlhSmw==
         assert_eq!(InlineStr::<4>::default().as_str(), "");
         assert_eq!(InlineStr::<8>::new("ab"), InlineStr::<8>::new("ab"));
     }
+}
+
+/// The keyed HMAC-SHA256 state for `secret`. RFC 2104 key preparation is done by hand so that
+/// it cannot fail: a key longer than the block is hashed, then zero-padded to one block.
+fn hmac_key(secret: &[u8]) -> Hmac<Sha256> {
+    let mut block = [0u8; HMAC_BLOCK];
+    if secret.len() > HMAC_BLOCK {
+        block[..HS256_TAG].copy_from_slice(&Sha256::digest(secret));
+    } else {
+        block[..secret.len()].copy_from_slice(secret);
+    }
+    <Hmac<Sha256> as KeyInit>::new(&block.into())
+}
+
+/// Whether `tag` is the HMAC of `input` under `key`, compared in constant time.
+fn hmac_matches(key: &Hmac<Sha256>, input: &[u8], tag: &[u8; HS256_TAG]) -> bool {
+    let mut mac = key.clone();
+    mac.update(input);
+    bool::from(mac.finalize().into_bytes().as_slice().ct_eq(tag))
 }

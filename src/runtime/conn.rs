@@ -65,6 +65,13 @@ pub trait Handler: 'static {
 /// Per-worker state shared by the worker's connections (single thread: `Cell`/`RefCell`).
 pub(crate) struct Worker<S> {
     pub(crate) shared: WorkerShared<S>,
+    /// This core's copy of the settings; a reload replaces it (connections keep the copy they
+    /// hold, so nothing changes under a request being served).
+    settings: RefCell<Rc<Settings>>,
+    /// Shutting down: no keep-alive, and every WebSocket that opens is told to go away.
+    pub(crate) draining: Cell<bool>,
+    /// The drain waiting for the last connection to end.
+    drained: Cell<Option<std::task::Waker>>,
     scratch: RefCell<Box<[u8]>>,
     cork: RefCell<Vec<u8>>,
     open: Cell<usize>,
@@ -85,6 +92,9 @@ pub(crate) struct Worker<S> {
 impl<S: Service> Worker<S> {
     pub(crate) fn new(shared: WorkerShared<S>, hub: LocalHub, stats: Arc<CoreStats>) -> Self {
         Self {
+            settings: RefCell::new(Rc::new(Settings::clone(&shared.settings))),
+            draining: Cell::new(false),
+            drained: Cell::new(None),
             shared,
             scratch: RefCell::new(vec![0; SCRATCH_BYTES].into_boxed_slice()),
             cork: RefCell::new(Vec::with_capacity(SCRATCH_BYTES)),
@@ -98,8 +108,43 @@ impl<S: Service> Worker<S> {
         }
     }
 
-    pub(crate) fn settings(&self) -> &Settings {
-        &self.shared.settings
+    /// The settings in force now (a reload may replace them between two calls).
+    pub(crate) fn settings(&self) -> Rc<Settings> {
+        self.settings.borrow().clone()
+    }
+
+    /// Puts reloaded settings in force for every request and message from now on.
+    pub(crate) fn replace_settings(&self, settings: &Settings) {
+        *self.settings.borrow_mut() = Rc::new(settings.clone());
+    }
+
+    /// Graceful shutdown of this core (the accept loop has stopped): every WebSocket is closed
+    /// with 1001 after what is queued for it, and this resolves when the last connection ended
+    /// or the shutdown deadline passed, whichever comes first.
+    pub(crate) async fn drain(&self) {
+        self.draining.set(true);
+        let deadline = Instant::now() + self.settings().timeouts.shutdown;
+        let members: Vec<Rc<Member>> = self.members.borrow().iter().cloned().collect();
+        for member in members {
+            member.go_away();
+        }
+        let all_closed = std::future::poll_fn(|cx| {
+            if self.open.get() == 0 {
+                return std::task::Poll::Ready(());
+            }
+            self.drained.set(Some(cx.waker().clone()));
+            std::task::Poll::Pending
+        });
+        monoio::select! {
+            _ = all_closed => {}
+            _ = monoio::time::sleep_until(deadline) => {
+                tracing::warn!(
+                    worker = self.shared.id,
+                    open = self.open.get(),
+                    "shutdown deadline passed; dropping the connections still open"
+                );
+            }
+        }
     }
 }
 
@@ -130,6 +175,11 @@ impl<'w, S: Service> Admission<'w, S> {
 impl<S> Drop for Admission<'_, S> {
     fn drop(&mut self) {
         self.worker.open.set(self.worker.open.get() - 1);
+        if self.worker.open.get() == 0
+            && let Some(waker) = self.worker.drained.take()
+        {
+            waker.wake();
+        }
         self.worker.shared.open.fetch_sub(1, Ordering::Relaxed);
         self.worker
             .stats
@@ -205,6 +255,17 @@ enum Stop {
     Evicted,
 }
 
+impl Stop {
+    /// The stop for a close the core asked for (`Member::closing`).
+    fn for_closing(code: CloseCode) -> Self {
+        match code {
+            CloseCode::POLICY => Self::Evicted,
+            CloseCode::GOING_AWAY => Self::Close(code, "server shutting down"),
+            _ => Self::Close(code, ""),
+        }
+    }
+}
+
 impl From<io::Error> for Stop {
     fn from(_: io::Error) -> Self {
         Self::Gone
@@ -232,9 +293,8 @@ pub(crate) fn serve<S: Service>(
     };
     async move {
         let timer = worker.timers.slot();
-        let settings = worker.settings();
         let Some(_admission) = Admission::take(&worker) else {
-            let retry = settings.retry_after_secs.to_string();
+            let retry = worker.settings().retry_after_secs.to_string();
             let mut answer = Vec::new();
             http::write_response(&mut answer, 503, &[("Retry-After", &retry)], b"");
             conn.queue(&answer);
@@ -269,8 +329,10 @@ pub(crate) fn serve<S: Service>(
                     Err(_) => return,
                 };
                 match http_request(&worker, &mut conn, plan, &timer).await {
-                    // Keep-alive: the next request may follow on the same connection.
-                    Ok(true) => continue,
+                    // Keep-alive: the next request may follow on the same connection (not
+                    // while shutting down).
+                    Ok(true) if !worker.draining.get() => continue,
+                    Ok(true) => break,
                     Ok(false) => break,
                     Err(_) => return,
                 }
@@ -278,20 +340,28 @@ pub(crate) fn serve<S: Service>(
             finish(&worker, &mut conn, &timer).await;
             return;
         };
-        let mut ws = Ws::new(handler, settings);
+        let mut ws = Ws::new(handler, &worker.settings());
         let key = worker.members.borrow_mut().insert(conn.member.clone());
+        if worker.draining.get() {
+            // Upgraded while the core shuts down: closed 1001 at once, like the others.
+            conn.member.go_away();
+        }
         let registration = Registration {
             worker: &worker,
             key,
         };
         let started = Instant::now();
-        let code = websocket(&worker, &mut conn, &mut ws, &timer, key).await;
+        let (code, reason) = websocket(&worker, &mut conn, &mut ws, &timer, key).await;
         drop(registration);
-        tracing::debug!(
+        // One line per connection, never with a token: the user is not logged either.
+        tracing::info!(
             worker = worker.shared.id,
             %peer,
             duration_ms = started.elapsed().as_millis() as u64,
             close_code = code.map(|c| c.0),
+            reason,
+            bytes_in = conn.member.bytes_in.get(),
+            bytes_out = conn.member.bytes_out.get(),
             "connection ended"
         );
     }
@@ -340,7 +410,10 @@ async fn handshake<S: Service>(
         } else {
             match sys::recv(c.fd, &mut scratch)? {
                 Transfer::Done(0) => return Err(Stop::Gone),
-                Transfer::Done(n) => n,
+                Transfer::Done(n) => {
+                    c.member.bytes_in.set(c.member.bytes_in.get() + n as u64);
+                    n
+                }
                 Transfer::WouldBlock => continue,
             }
         };
@@ -379,7 +452,7 @@ async fn handshake<S: Service>(
         let sent = if c.has_output() {
             0
         } else {
-            send_now(worker, c.fd, &cork).unwrap_or(cork.len())
+            send_now(worker, &c.member, &cork).unwrap_or(cork.len())
         };
         c.queue(&cork[sent..]);
         cork.clear();
@@ -458,7 +531,7 @@ fn decide<S: Service>(
     handshake::write_101(out, &accept, upgrade.offers_v1);
     let mut handler = worker.shared.service.handler();
     let before = out.len();
-    let verdict = handler.on_open(&upgrade, settings, now, out);
+    let verdict = handler.on_open(&upgrade, &settings, now, out);
     if out.len() > before {
         worker.stats.messages_out.fetch_add(1, Ordering::Relaxed);
     }
@@ -476,6 +549,11 @@ fn http_head<S: Service>(
 ) -> Decision<S::Handler> {
     let settings = worker.settings();
     worker.stats.http_requests.fetch_add(1, Ordering::Relaxed);
+    if settings.test_hooks && path == "/debug/stall" {
+        stall(request.path.unwrap_or(""));
+        respond(out, 200, &[]);
+        return Decision::Respond;
+    }
     let headers = &*request.headers;
     let keep_alive = api::wants_keep_alive(request.version.unwrap_or(0), headers);
     let plan = api::route(request.method.unwrap_or(""), path).and_then(|endpoint| {
@@ -583,6 +661,20 @@ async fn http_request<S: Service>(
     Ok(keep_alive)
 }
 
+/// `--test-hooks` only: blocks this worker's thread for `?ms=N` (at most a minute), as a core
+/// stuck in a long computation would be; the watchdog tests use it.
+fn stall(target: &str) {
+    let (_, query) = http::split_target(target);
+    let ms = query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("ms="))
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .unwrap_or(0)
+        .min(60_000);
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+}
+
 fn respond(out: &mut Vec<u8>, status: u16, headers: &[(&str, &str)]) {
     let body = http::reason_phrase(status);
     http::write_response(out, status, headers, body.as_bytes());
@@ -624,7 +716,7 @@ async fn websocket<S: Service>(
     ws: &mut Ws<S::Handler>,
     timer: &timer::Slot<'_>,
     key: u64,
-) -> Option<CloseCode> {
+) -> (Option<CloseCode>, &'static str) {
     let settings = worker.settings();
     // Frames that arrived together with the head.
     let mut stop = if c.pending.is_empty() {
@@ -648,13 +740,13 @@ async fn websocket<S: Service>(
         if stop.is_none() {
             stop = match c.flush(worker) {
                 Err(e) => Some(e.into()),
-                Ok(()) => c.member.closing.get().map(|_| Stop::Evicted),
+                Ok(()) => c.member.closing.get().map(Stop::for_closing),
             };
         }
         if let Some(stop) = stop.take() {
             return end(worker, c, stop, timer).await;
         }
-        timer.arm(next_deadline(ws, settings));
+        timer.arm(next_deadline(ws, &settings));
         let event = if c.has_output() {
             monoio::select! {
                 r = c.stream.readable(false) => Event::Readable(r),
@@ -673,7 +765,7 @@ async fn websocket<S: Service>(
             Event::Readable(Err(_)) | Event::Writable(Err(_)) => Some(Stop::Gone),
             Event::Readable(Ok(())) => read_and_process(worker, c, ws, key).err(),
             Event::Writable(Ok(())) | Event::Notified => None,
-            Event::Timer => on_timer(c, ws, settings, &worker.stats),
+            Event::Timer => on_timer(c, ws, &settings, &worker.stats),
         };
     }
 }
@@ -730,7 +822,10 @@ fn read_and_process<S: Service>(
         let mut scratch = worker.scratch.borrow_mut();
         let n = match sys::recv(c.fd, &mut scratch)? {
             Transfer::Done(0) => break Err(Stop::Gone),
-            Transfer::Done(n) => n,
+            Transfer::Done(n) => {
+                c.member.bytes_in.set(c.member.bytes_in.get() + n as u64);
+                n
+            }
             Transfer::WouldBlock => break Ok(()),
         };
         worker.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
@@ -774,7 +869,7 @@ fn uncork<S: Service>(worker: &Worker<S>, c: &Conn, cork: &mut Vec<u8>) -> io::R
     let sent = if c.has_output() {
         0
     } else {
-        send_now(worker, c.fd, cork)?
+        send_now(worker, &c.member, cork)?
     };
     if sent < cork.len() {
         let budget = worker.settings().limits.max_outbound_bytes;
@@ -837,7 +932,7 @@ fn process<S: Service>(
             Message::Text(text) => {
                 worker.stats.messages_in.fetch_add(1, Ordering::Relaxed);
                 let awaiting = ws.handler.awaiting_auth();
-                let verdict = ws.handler.on_text(text, settings, unix, out, groups);
+                let verdict = ws.handler.on_text(text, &settings, unix, out, groups);
                 if awaiting {
                     worker.stats.count_auth(ws.handler.awaiting_auth(), verdict);
                 }
@@ -845,7 +940,7 @@ fn process<S: Service>(
             }
             Message::Binary(data) => {
                 worker.stats.messages_in.fetch_add(1, Ordering::Relaxed);
-                ws.handler.on_binary(data, settings, unix, out)
+                ws.handler.on_binary(data, &settings, unix, out)
             }
         };
         if out.len() > before {
@@ -875,34 +970,36 @@ async fn end<S: Service>(
     c: &mut Conn,
     stop: Stop,
     timer: &timer::Slot<'_>,
-) -> Option<CloseCode> {
+) -> (Option<CloseCode>, &'static str) {
     let mut close = Vec::with_capacity(32);
-    let code = match stop {
-        Stop::Gone | Stop::TimedOut => return None,
+    let (code, reason) = match stop {
+        Stop::Gone => return (None, "connection lost"),
+        Stop::TimedOut => return (None, "timed out"),
         Stop::Close(code, reason) => {
             frame::write_close(&mut close, code, reason);
-            Some(code)
+            (Some(code), reason)
         }
         Stop::Evicted => {
             // The rest of a frame already started must still go out, or the Close would land
             // inside it; frames not started are dropped, and the 1008 says so.
             c.member.outbox.borrow_mut().discard_unstarted();
-            frame::write_close(&mut close, CloseCode::POLICY, "outbound limit exceeded");
-            Some(CloseCode::POLICY)
+            let reason = "outbound limit exceeded";
+            frame::write_close(&mut close, CloseCode::POLICY, reason);
+            (Some(CloseCode::POLICY), reason)
         }
         // RFC 6455 §5.5.1: answer with the code received, or an empty Close when none came.
         Stop::PeerClose(Some(code)) => {
             frame::write_close(&mut close, code, "");
-            Some(code)
+            (Some(code), "closed by the client")
         }
         Stop::PeerClose(None) => {
             frame::write_frame(&mut close, OpCode::Close, b"");
-            None
+            (None, "closed by the client")
         }
     };
     c.queue(&close);
     finish(worker, c, timer).await;
-    code
+    (code, reason)
 }
 
 /// Sends what is queued, half-closes, and drains input until the peer closes, all within the
@@ -942,10 +1039,10 @@ async fn finish<S: Service>(worker: &Worker<S>, c: &mut Conn, timer: &timer::Slo
 }
 
 /// Sends from `buf` until done or the socket would block; returns the bytes sent.
-fn send_now<S>(worker: &Worker<S>, fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+fn send_now<S>(worker: &Worker<S>, member: &Member, buf: &[u8]) -> io::Result<usize> {
     let mut sent = 0;
     while sent < buf.len() {
-        match sys::send(fd, &buf[sent..])? {
+        match sys::send(member.fd, &buf[sent..])? {
             Transfer::Done(n) => sent += n,
             Transfer::WouldBlock => break,
         }
@@ -954,6 +1051,7 @@ fn send_now<S>(worker: &Worker<S>, fd: RawFd, buf: &[u8]) -> io::Result<usize> {
         .stats
         .bytes_out
         .fetch_add(sent as u64, Ordering::Relaxed);
+    member.bytes_out.set(member.bytes_out.get() + sent as u64);
     Ok(sent)
 }
 

@@ -39,6 +39,9 @@ pub(crate) struct Member {
     /// Something for the connection task to look at (closing, or output left after a flush).
     notified: Cell<bool>,
     waker: Cell<Option<Waker>>,
+    /// Bytes read from and written to the socket, for the connection's last log line.
+    pub(crate) bytes_in: Cell<u64>,
+    pub(crate) bytes_out: Cell<u64>,
 }
 
 impl std::fmt::Debug for Member {
@@ -59,7 +62,18 @@ impl Member {
             dirty: Cell::new(false),
             notified: Cell::new(false),
             waker: Cell::new(None),
+            bytes_in: Cell::new(0),
+            bytes_out: Cell::new(0),
         }
+    }
+
+    /// Asks the connection to close with 1001 after what is queued (shutdown); a close already
+    /// decided stays.
+    pub(crate) fn go_away(&self) {
+        if self.closing.get().is_none() {
+            self.closing.set(Some(CloseCode::GOING_AWAY));
+        }
+        self.notify();
     }
 
     /// Wakes the connection task.
@@ -111,6 +125,7 @@ impl Member {
         if outbox.is_empty() {
             outbox.shrink();
         }
+        self.bytes_out.set(self.bytes_out.get() + total as u64);
         Ok(total)
     }
 }
@@ -145,6 +160,11 @@ impl Members {
         {
             self.free.push(index);
         }
+    }
+
+    /// Every member of this core.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Rc<Member>> {
+        self.slots.iter().flatten()
     }
 
     fn get(&self, key: u64) -> Option<&Rc<Member>> {

@@ -3,6 +3,7 @@
 //! one atomic connection counter. The only module with threads, sockets and clocks.
 
 mod conn;
+mod control;
 mod groups;
 mod sys;
 mod timer;
@@ -11,10 +12,11 @@ use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::task::Poll;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use atomic_waker::AtomicWaker;
 use monoio::net::TcpListener;
@@ -28,6 +30,7 @@ use crate::proto::handshake::Upgrade;
 use crate::session::{Groups, Session, Verdict};
 
 pub use conn::Handler;
+use control::Control;
 
 /// Creates one `Handler` per accepted WebSocket; shared by every worker.
 pub trait Service: Send + Sync + 'static {
@@ -41,10 +44,88 @@ pub trait Service: Send + Sync + 'static {
 #[derive(Debug)]
 pub struct Server {
     addr: SocketAddr,
-    stats: Vec<Arc<CoreStats>>,
     drivers: Vec<Driver>,
     stops: Vec<Arc<Stop>>,
     threads: Vec<JoinHandle<()>>,
+    handle: Handle,
+}
+
+/// What another thread may do with a running gateway: reload its settings, probe that every
+/// worker still runs, read its counters. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    stats: Vec<Arc<CoreStats>>,
+    controls: Vec<Arc<Control>>,
+    probes: Arc<AtomicU64>,
+}
+
+impl Handle {
+    /// Each worker's counters, by worker index.
+    pub fn stats(&self) -> &[Arc<CoreStats>] {
+        &self.stats
+    }
+
+    /// Open connections per worker.
+    pub fn open_per_worker(&self) -> Vec<u64> {
+        self.stats
+            .iter()
+            .map(|s| s.open_connections.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Puts `settings` in force on every worker, for every request and message from now on;
+    /// open connections stay open. Returns once each worker applied them, or an error naming
+    /// the workers that did not within `wait`. Only what a reload may change should differ from
+    /// the settings the server started with (the listeners and worker count stay).
+    pub fn reload(&self, settings: Settings, wait: Duration) -> Result<(), String> {
+        let settings = Arc::new(settings);
+        for control in &self.controls {
+            control.post_settings(settings.clone());
+        }
+        let late = self.probe_and_wait(wait);
+        if late.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "workers {late:?} did not apply the new settings in time"
+            ))
+        }
+    }
+
+    /// Posts a new liveness probe to every worker and returns the workers that had not answered
+    /// the previous one: an empty list means every worker's event loop turned since the last
+    /// call. The watchdog calls this once per period.
+    pub fn probe(&self) -> Vec<usize> {
+        let previous = self.probes.load(Ordering::SeqCst);
+        let late = self.late(previous);
+        let seq = self.probes.fetch_add(1, Ordering::SeqCst) + 1;
+        for control in &self.controls {
+            control.post_probe(seq);
+        }
+        late
+    }
+
+    fn probe_and_wait(&self, wait: Duration) -> Vec<usize> {
+        let seq = self.probes.fetch_add(1, Ordering::SeqCst) + 1;
+        for control in &self.controls {
+            control.post_probe(seq);
+        }
+        let deadline = Instant::now() + wait;
+        loop {
+            let late = self.late(seq);
+            if late.is_empty() || Instant::now() >= deadline {
+                return late;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn late(&self, seq: u64) -> Vec<usize> {
+        (self.controls.iter().enumerate())
+            .filter(|(_, c)| c.answered() < seq)
+            .map(|(i, _)| i)
+            .collect()
+    }
 }
 
 impl Server {
@@ -55,7 +136,12 @@ impl Server {
 
     /// Each worker's counters, by worker index.
     pub fn stats(&self) -> &[Arc<CoreStats>] {
-        &self.stats
+        &self.handle.stats
+    }
+
+    /// A handle for reloads, probes and counters from other threads.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
     }
 
     /// The driver each worker runs on, by worker index.
@@ -63,7 +149,9 @@ impl Server {
         &self.drivers
     }
 
-    /// Stops accepting, drops every connection and joins the workers.
+    /// Graceful shutdown: stops accepting, closes every WebSocket with 1001 after what is
+    /// queued for it, and joins the workers once their connections ended or the shutdown
+    /// deadline passed.
     pub fn shutdown(self) {
         for stop in &self.stops {
             stop.trigger();
@@ -95,10 +183,13 @@ pub fn start<S: Service>(settings: Settings, service: S) -> io::Result<Server> {
     let all_stats: Arc<[Arc<CoreStats>]> = stats.clone().into();
     let (ready_tx, ready_rx) = mpsc::channel::<(usize, io::Result<Driver>)>();
     let mut stops = Vec::with_capacity(settings.workers);
+    let mut controls = Vec::with_capacity(settings.workers);
     let mut threads = Vec::with_capacity(settings.workers);
     for (id, listener) in listeners.into_iter().enumerate() {
         let stop = Arc::new(Stop::default());
         stops.push(stop.clone());
+        let control = Arc::new(Control::default());
+        controls.push(control.clone());
         let shared = WorkerShared {
             id,
             settings: settings.clone(),
@@ -111,7 +202,7 @@ pub fn start<S: Service>(settings: Settings, service: S) -> io::Result<Server> {
         let ready_tx = ready_tx.clone();
         let thread = std::thread::Builder::new()
             .name(format!("wsgate-core-{id}"))
-            .spawn(move || run_worker(shared, listener, driver, stop, ready_tx))?;
+            .spawn(move || run_worker(shared, listener, driver, (stop, control), ready_tx))?;
         threads.push(thread);
     }
     drop(ready_tx);
@@ -128,10 +219,14 @@ pub fn start<S: Service>(settings: Settings, service: S) -> io::Result<Server> {
     }
     let server = Server {
         addr,
-        stats,
         drivers,
         stops,
         threads,
+        handle: Handle {
+            stats,
+            controls,
+            probes: Arc::new(AtomicU64::new(0)),
+        },
     };
     match failure {
         Some(e) => {
@@ -150,6 +245,17 @@ fn pick_driver(choice: DriverChoice) -> Driver {
         DriverChoice::Epoll => Driver::Epoll,
         DriverChoice::Auto if monoio::utils::detect_uring() => Driver::IoUring,
         DriverChoice::Auto => Driver::Epoll,
+    }
+}
+
+/// The CPUs this process may run on, in order (every CPU when the mask cannot be read).
+fn allowed_cpus() -> Vec<usize> {
+    let total = std::thread::available_parallelism().map_or(1, usize::from);
+    match nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
+        Ok(set) => (0..nix::sched::CpuSet::count())
+            .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
+            .collect(),
+        Err(_) => (0..total).collect(),
     }
 }
 
@@ -193,18 +299,24 @@ fn run_worker<S: Service>(
     shared: WorkerShared<S>,
     listener: StdListener,
     driver: Driver,
-    stop: Arc<Stop>,
+    (stop, control): (Arc<Stop>, Arc<Control>),
     ready: mpsc::Sender<(usize, io::Result<Driver>)>,
 ) {
     let id = shared.id;
     if shared.settings.pin_cores {
-        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-        if let Err(e) = monoio::utils::bind_to_cpu_set([id % cpus]) {
-            tracing::warn!(worker = id, "cannot pin to CPU {}: {e:?}", id % cpus);
+        // The i-th CPU this process may use (taskset, cgroup cpusets), not CPU number i.
+        let allowed = allowed_cpus();
+        let cpu = allowed
+            .get(id % allowed.len().max(1))
+            .copied()
+            .unwrap_or(id);
+        if let Err(e) = monoio::utils::bind_to_cpu_set([cpu]) {
+            tracing::warn!(worker = id, "cannot pin to CPU {cpu}: {e:?}");
         }
     }
+    let explicit = shared.settings.driver == DriverChoice::IoUring;
     let entries = shared.settings.ring_entries;
-    let fut = worker_main(shared, listener, stop, ready.clone());
+    let fut = worker_main(shared, listener, (stop, control), ready.clone());
     match driver {
         Driver::IoUring => {
             match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
@@ -213,8 +325,15 @@ fn run_worker<S: Service>(
                 .build()
             {
                 Ok(mut rt) => rt.block_on(fut),
+                Err(e) if explicit => {
+                    // `--driver io-uring` means io_uring or nothing: start-up fails, saying why.
+                    let why = format!(
+                        "io_uring refused ({e}); raise RLIMIT_MEMLOCK or lower --ring-entries, or use --driver auto"
+                    );
+                    let _ = ready.send((id, Err(io::Error::new(e.kind(), why))));
+                }
                 Err(e) => {
-                    // An explicit io-uring request fails; auto falls back (e.g. RLIMIT_MEMLOCK).
+                    // `auto` falls back (e.g. RLIMIT_MEMLOCK too low for the ring).
                     tracing::warn!(worker = id, "io_uring runtime refused ({e}); using epoll");
                     build_epoll(entries, fut, id, &ready);
                 }
@@ -245,7 +364,7 @@ fn build_epoll(
 async fn worker_main<S: Service>(
     shared: WorkerShared<S>,
     listener: StdListener,
-    stop: Arc<Stop>,
+    (stop, control): (Arc<Stop>, Arc<Control>),
     ready: mpsc::Sender<(usize, io::Result<Driver>)>,
 ) {
     let id = shared.id;
@@ -277,6 +396,17 @@ async fn worker_main<S: Service>(
     monoio::spawn(async move { timers.timers.drive().await });
     let inbox = worker.clone();
     monoio::spawn(async move { inbox.drain_inbox().await });
+    let controlled = worker.clone();
+    monoio::spawn(async move {
+        loop {
+            let (settings, probe) = control.next().await;
+            if let Some(settings) = settings {
+                controlled.replace_settings(&settings);
+                tracing::debug!(worker = controlled.shared.id, "reloaded settings in force");
+            }
+            control.acknowledge(probe);
+        }
+    });
     loop {
         let accepted = monoio::select! {
             r = listener.accept() => r,
@@ -293,6 +423,9 @@ async fn worker_main<S: Service>(
             }
         }
     }
+    // Connections still waiting in the backlog are refused from here on.
+    drop(listener);
+    worker.drain().await;
 }
 
 /// A one-shot stop signal that a plain thread can raise and a worker can await.
