@@ -109,6 +109,8 @@ struct Gateway {
     child: Child,
     addr: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
+    /// Reads stderr until the process closes it.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Gateway {
@@ -124,12 +126,17 @@ impl Gateway {
         let log = Arc::new(Mutex::new(Vec::new()));
         let lines = log.clone();
         let stderr = BufReader::new(child.stderr.take().unwrap());
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in stderr.lines().map_while(Result::ok) {
                 lines.lock().unwrap().push(line);
             }
         });
-        Self { child, addr, log }
+        Self {
+            child,
+            addr,
+            log,
+            reader: Some(reader),
+        }
     }
 
     fn signal(&self, name: &str) {
@@ -146,7 +153,12 @@ impl Gateway {
         let deadline = started + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                return (status, started.elapsed());
+                let took = started.elapsed();
+                // Every line the process wrote is in `log` once its stderr is closed.
+                if let Some(reader) = self.reader.take() {
+                    reader.join().unwrap();
+                }
+                return (status, took);
             }
             assert!(
                 Instant::now() < deadline,
@@ -422,7 +434,7 @@ fn watchdog_pings_stop_while_a_worker_is_stuck_and_resume_after() {
 
 #[test]
 fn the_connection_end_line_says_who_how_long_why_and_how_much_without_the_token() {
-    let mut gateway = Gateway::start(&mut wsgate(&["--allowed-origins", "*"]));
+    let mut gateway = Gateway::start(&mut wsgate(&["--allowed-origins", "*", "--workers", "1"]));
     let token = common::group_token("logged", &["room.*"]);
     let (mut ws, _) = common::ws_connect(gateway.addr, &[]).unwrap();
     ws.send(Message::text(
@@ -532,7 +544,9 @@ fn check_config_passes_a_good_configuration_and_names_what_is_wrong_in_a_bad_one
 
     let broken = write(&dir.path("broken"), "*.example.com\n");
     let short_key = write(&dir.path("short"), "short\n");
-    let cases: Vec<(Vec<&str>, &[(&str, &str)], &str)> = vec![
+    // (flags, environment, what the error must name)
+    type Case<'a> = (Vec<&'a str>, &'a [(&'a str, &'a str)], &'a str);
+    let cases: Vec<Case> = vec![
         (vec![], &[], "WSGATE_JWT_SECRET"),
         (
             vec![

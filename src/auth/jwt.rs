@@ -674,6 +674,25 @@ impl<'de> Visitor<'de> for AudienceSeed<'_> {
     }
 }
 
+/// The keyed HMAC-SHA256 state for `secret`. RFC 2104 key preparation is done by hand so that
+/// it cannot fail: a key longer than the block is hashed, then zero-padded to one block.
+fn hmac_key(secret: &[u8]) -> Hmac<Sha256> {
+    let mut block = [0u8; HMAC_BLOCK];
+    if secret.len() > HMAC_BLOCK {
+        block[..HS256_TAG].copy_from_slice(&Sha256::digest(secret));
+    } else {
+        block[..secret.len()].copy_from_slice(secret);
+    }
+    <Hmac<Sha256> as KeyInit>::new(&block.into())
+}
+
+/// Whether `tag` is the HMAC of `input` under `key`, compared in constant time.
+fn hmac_matches(key: &Hmac<Sha256>, input: &[u8], tag: &[u8; HS256_TAG]) -> bool {
+    let mut mac = key.clone();
+    mac.update(input);
+    bool::from(mac.finalize().into_bytes().as_slice().ct_eq(tag))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -1268,23 +1287,4 @@ tOnEGKuLJesYUov8lTqxr25SJdjnhE1RqktHwfWzuiYIC8AXnTLrWlhSmw==
         assert_eq!(InlineStr::<4>::default().as_str(), "");
         assert_eq!(InlineStr::<8>::new("ab"), InlineStr::<8>::new("ab"));
     }
-}
-
-/// The keyed HMAC-SHA256 state for `secret`. RFC 2104 key preparation is done by hand so that
-/// it cannot fail: a key longer than the block is hashed, then zero-padded to one block.
-fn hmac_key(secret: &[u8]) -> Hmac<Sha256> {
-    let mut block = [0u8; HMAC_BLOCK];
-    if secret.len() > HMAC_BLOCK {
-        block[..HS256_TAG].copy_from_slice(&Sha256::digest(secret));
-    } else {
-        block[..secret.len()].copy_from_slice(secret);
-    }
-    <Hmac<Sha256> as KeyInit>::new(&block.into())
-}
-
-/// Whether `tag` is the HMAC of `input` under `key`, compared in constant time.
-fn hmac_matches(key: &Hmac<Sha256>, input: &[u8], tag: &[u8; HS256_TAG]) -> bool {
-    let mut mac = key.clone();
-    mac.update(input);
-    bool::from(mac.finalize().into_bytes().as_slice().ct_eq(tag))
 }
