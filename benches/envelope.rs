@@ -43,6 +43,35 @@ fn bench_envelope(c: &mut Criterion) {
             assert_eq!(out.len(), 91);
         })
     });
+
+    // The echo path's command, as wsgate-load sends it (80 bytes).
+    let echo =
+        r#"{"action":"send","group":"load.echo.12","data":{"c":12,"s":345,"t":1234567890123}}"#;
+    c.bench_function("parse echo send command", |b| {
+        b.iter(|| match parse_command(black_box(echo)).unwrap() {
+            ClientCommand::Send {
+                group,
+                data: Some(data),
+            } => assert_eq!(group.len() + data.get().len(), 12 + 34),
+            other => panic!("unexpected {other:?}"),
+        })
+    });
+
+    let nested = r#"{"action":"send","group":"g","data":{"a":[{"b":[1,{"c":[true,null,-0.5e3]}]}],"d":[[[["x"]]]]}}"#;
+    c.bench_function("parse send with nested data", |b| {
+        b.iter(|| match parse_command(black_box(nested)).unwrap() {
+            ClientCommand::Send { data: Some(d), .. } => assert_eq!(d.get().len(), 58),
+            other => panic!("unexpected {other:?}"),
+        })
+    });
+
+    let escaped = r#"{"action":"join","group":"room\u002e1","extra":"caf\u00e9"}"#;
+    c.bench_function("parse join with escapes", |b| {
+        b.iter(|| match parse_command(black_box(escaped)).unwrap() {
+            ClientCommand::Join { group } => assert_eq!(group, "room.1"),
+            other => panic!("unexpected {other:?}"),
+        })
+    });
 }
 
 criterion_group!(benches, bench_envelope);

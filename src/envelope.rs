@@ -1,12 +1,17 @@
 //! The JSON message envelope (PROTOCOL.md §3, §4, §6): client commands parsed borrowed from a
 //! text frame (the `data` of a `send` kept as raw JSON, forwarded byte for byte), and the server
 //! messages written as compact JSON with the key order the protocol shows, straight into an
-//! output buffer. Pure code: no IO, no allocation beyond the caller's buffer.
+//! output buffer. Pure code: no IO, no allocation beyond the caller's buffer (and a string with
+//! escapes that a command uses).
+//!
+//! Commands are parsed by a hand-written single pass over the bytes that accepts and refuses
+//! exactly what the serde_json derive it replaced did (`tests/envelope_differential.rs` keeps that
+//! implementation as its oracle): strict JSON everywhere, unknown members validated and skipped,
+//! a repeated known member refused, no nesting limit (serde_json skips ignored and raw values
+//! without recursion, so it has none here either).
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
-use serde::de::{Deserializer, IgnoredAny};
 use serde_json::value::RawValue;
 
 /// One command from a client.
@@ -37,10 +42,35 @@ pub enum ClientCommand<'a> {
         /// The group to publish to.
         group: Cow<'a, str>,
         /// The payload exactly as the client wrote it (`null` included).
-        data: Option<&'a RawValue>,
+        data: Option<RawJson<'a>>,
     },
     /// A well-formed command whose `action` wsgate does not know.
     Unknown,
+}
+
+/// One JSON value exactly as it was written, borrowed: the `data` of a parsed `send`, or a
+/// serde_json [`RawValue`]. Only those make one, so the text is always valid JSON, without
+/// whitespace around it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawJson<'a>(&'a str);
+
+impl<'a> RawJson<'a> {
+    /// The JSON text.
+    pub fn get(&self) -> &'a str {
+        self.0
+    }
+}
+
+impl<'a> From<&'a RawValue> for RawJson<'a> {
+    fn from(raw: &'a RawValue) -> Self {
+        Self(raw.get())
+    }
+}
+
+impl<'a> From<&'a Box<RawValue>> for RawJson<'a> {
+    fn from(raw: &'a Box<RawValue>) -> Self {
+        Self(raw.get())
+    }
 }
 
 /// Why a text frame is not a command.
@@ -80,81 +110,695 @@ impl EnvelopeError {
     }
 }
 
-/// The members of any command, as raw JSON; unknown members are skipped.
-#[derive(Deserialize)]
-struct RawCommand<'a> {
-    #[serde(borrow, default, deserialize_with = "present")]
-    action: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    token: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    group: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    data: Option<&'a RawValue>,
-}
-
-/// A member that is present is `Some`, even when its value is `null` (an absent one defaults).
-fn present<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<&'a RawValue>, D::Error> {
-    <&'de RawValue>::deserialize(d).map(Some)
-}
-
-/// A JSON string borrowed from the input when it has no escapes.
-#[derive(Deserialize)]
-struct JsonStr<'a>(#[serde(borrow)] Cow<'a, str>);
-
-/// `Some(text)` for a JSON string, `None` for `null`/absent, `BadField` for anything else.
-fn string_member<'a>(
-    raw: Option<&'a RawValue>,
-    name: &'static str,
-) -> Result<Option<Cow<'a, str>>, EnvelopeError> {
-    match raw {
-        None => Ok(None),
-        Some(raw) if raw.get() == "null" => Ok(None),
-        // Checked before serde is asked, because a serde_json error allocates.
-        Some(raw) if !raw.get().starts_with('"') => Err(EnvelopeError::BadField(name)),
-        Some(raw) => serde_json::from_str::<JsonStr<'a>>(raw.get())
-            .map(|s| Some(s.0))
-            .map_err(|_| EnvelopeError::BadField(name)),
-    }
-}
-
 /// Parses one client command, borrowing from `text`.
 ///
-/// No allocation unless a string has escapes; a `data` value nested two or more levels deep
-/// costs one (serde_json's stack for skipping nested containers).
+/// One pass over the bytes. No allocation unless a string the command uses has escapes (it is
+/// then decoded into a `Cow::Owned`), or a value nests more than [`INLINE_DEPTH`] levels deep.
 pub fn parse_command(text: &str) -> Result<ClientCommand<'_>, EnvelopeError> {
-    let first = text
-        .bytes()
-        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
-    if first != Some(b'{') {
-        // Structs also deserialize from arrays; tell "other JSON" from "no JSON" explicitly.
-        return Err(match serde_json::from_str::<IgnoredAny>(text) {
-            Ok(_) => EnvelopeError::NotAnObject,
-            Err(_) => EnvelopeError::NotJson,
+    let bytes = text.as_bytes();
+    let start = skip_ws(bytes, 0);
+    if at(bytes, start) != b'{' {
+        // Valid JSON that is not an object is told apart from no JSON at all.
+        return Err(match value(bytes, start) {
+            Ok(end) if only_ws(bytes, end) => EnvelopeError::NotAnObject,
+            _ => EnvelopeError::NotJson,
         });
     }
-    let raw: RawCommand<'_> = serde_json::from_str(text).map_err(|_| EnvelopeError::NotJson)?;
-    let action = string_member(raw.action, "action")?.ok_or(EnvelopeError::MissingAction)?;
-    let required = |member, name| string_member(member, name)?.ok_or(EnvelopeError::BadField(name));
+    let raw = command(text, start).map_err(|Invalid| EnvelopeError::NotJson)?;
+    let action = raw
+        .action
+        .string("action")?
+        .ok_or(EnvelopeError::MissingAction)?;
     Ok(match action.as_ref() {
         "authenticate" => ClientCommand::Authenticate {
-            token: string_member(raw.token, "token")?.unwrap_or_default(),
+            token: raw.token.string("token")?.unwrap_or_default(),
         },
         "refresh" => ClientCommand::Refresh {
-            token: string_member(raw.token, "token")?.unwrap_or_default(),
+            token: raw.token.string("token")?.unwrap_or_default(),
         },
         "join" => ClientCommand::Join {
-            group: required(raw.group, "group")?,
+            group: raw.group.required("group")?,
         },
         "leave" => ClientCommand::Leave {
-            group: required(raw.group, "group")?,
+            group: raw.group.required("group")?,
         },
         "send" => ClientCommand::Send {
-            group: required(raw.group, "group")?,
+            group: raw.group.required("group")?,
             data: raw.data,
         },
         _ => ClientCommand::Unknown,
     })
+}
+
+/// Nesting levels a value may reach before the parser's stack of open containers moves to the
+/// heap (serde_json accepts any depth in a skipped or raw value, so the parser must too): 64 in a
+/// register, then 1,024 in 16 words on the call stack.
+pub const INLINE_DEPTH: usize = 64 + 64 * NESTING_WORDS;
+
+const NESTING_WORDS: usize = 16;
+
+/// The text is not what serde_json accepts.
+#[derive(Debug)]
+struct Invalid;
+
+/// A string member (`action`, `token`, `group`) as written.
+#[derive(Debug, Clone, Copy)]
+enum Member<'a> {
+    /// Absent, or `null`.
+    Missing,
+    /// A string: its contents between the quotes, and whether they hold a backslash.
+    Str { text: &'a str, escaped: bool },
+    /// Any other JSON value.
+    Other,
+}
+
+impl<'a> Member<'a> {
+    /// The string, or `BadField` when it is not one (absent and `null` included).
+    fn required(self, name: &'static str) -> Result<Cow<'a, str>, EnvelopeError> {
+        self.string(name)?.ok_or(EnvelopeError::BadField(name))
+    }
+
+    /// `Some(text)` for a string, `None` for `null`/absent, `BadField` for anything else and for
+    /// a string whose `\u` escapes hold a lone surrogate (serde_json refuses it as a `str`).
+    fn string(self, name: &'static str) -> Result<Option<Cow<'a, str>>, EnvelopeError> {
+        match self {
+            Member::Missing => Ok(None),
+            Member::Other => Err(EnvelopeError::BadField(name)),
+            Member::Str {
+                text,
+                escaped: false,
+            } => Ok(Some(Cow::Borrowed(text))),
+            Member::Str {
+                text,
+                escaped: true,
+            } => unescape(text)
+                .map(|s| Some(Cow::Owned(s)))
+                .ok_or(EnvelopeError::BadField(name)),
+        }
+    }
+}
+
+/// The members of a command that wsgate reads.
+struct RawCommand<'a> {
+    action: Member<'a>,
+    token: Member<'a>,
+    group: Member<'a>,
+    data: Option<RawJson<'a>>,
+}
+
+/// Which known member a key names.
+#[derive(Clone, Copy)]
+enum Key {
+    Action = 1,
+    Token = 2,
+    Group = 4,
+    Data = 8,
+}
+
+impl Key {
+    fn of(name: &[u8]) -> Option<Key> {
+        match name {
+            b"action" => Some(Key::Action),
+            b"token" => Some(Key::Token),
+            b"group" => Some(Key::Group),
+            b"data" => Some(Key::Data),
+            _ => None,
+        }
+    }
+}
+
+// The scanner: free functions over the bytes and a position, each returning the position after
+// what it read, so that the hot loops keep the position in a register. Reading past the end
+// yields `0`, which is never valid where a byte is expected (whether the text really ended is
+// checked against its length).
+
+#[inline(always)]
+fn at(bytes: &[u8], i: usize) -> u8 {
+    bytes.get(i).copied().unwrap_or(0)
+}
+
+/// Skips JSON whitespace (exactly serde_json's four bytes).
+#[inline(always)]
+fn skip_ws(bytes: &[u8], mut i: usize) -> usize {
+    while matches!(at(bytes, i), b' ' | b'\n' | b'\t' | b'\r') {
+        i += 1;
+    }
+    i
+}
+
+/// Only whitespace is left from `i`.
+#[inline(always)]
+fn only_ws(bytes: &[u8], i: usize) -> bool {
+    skip_ws(bytes, i) == bytes.len()
+}
+
+/// The top-level object, at its `{`, through the end of the text: the members wsgate reads,
+/// every other one validated and skipped.
+fn command(text: &str, mut i: usize) -> Result<RawCommand<'_>, Invalid> {
+    let bytes = text.as_bytes();
+    let mut raw = RawCommand {
+        action: Member::Missing,
+        token: Member::Missing,
+        group: Member::Missing,
+        data: None,
+    };
+    i = skip_ws(bytes, i + 1);
+    if at(bytes, i) != b'}' {
+        let mut seen = 0u8;
+        loop {
+            if at(bytes, i) != b'"' {
+                return Err(Invalid);
+            }
+            let (key, end) = match plain_key(bytes, i) {
+                Some((key, end)) => (Some(key), end),
+                None => {
+                    let (end, escaped) = string(bytes, i + 1)?;
+                    let key = if escaped {
+                        escaped_key(text.get(i + 1..end - 1).ok_or(Invalid)?)?
+                    } else {
+                        Key::of(bytes.get(i + 1..end - 1).ok_or(Invalid)?)
+                    };
+                    (key, end)
+                }
+            };
+            i = skip_ws(bytes, end);
+            if at(bytes, i) != b':' {
+                return Err(Invalid);
+            }
+            i = skip_ws(bytes, i + 1);
+            match key {
+                None => i = value(bytes, i)?,
+                Some(key) => {
+                    // The derived struct refused a known member given twice.
+                    if seen & key as u8 != 0 {
+                        return Err(Invalid);
+                    }
+                    seen |= key as u8;
+                    match key {
+                        Key::Action => (raw.action, i) = member(text, i)?,
+                        Key::Token => (raw.token, i) = member(text, i)?,
+                        Key::Group => (raw.group, i) = member(text, i)?,
+                        Key::Data => {
+                            let end = value(bytes, i)?;
+                            raw.data = Some(RawJson(text.get(i..end).ok_or(Invalid)?));
+                            i = end;
+                        }
+                    }
+                }
+            }
+            i = skip_ws(bytes, i);
+            match at(bytes, i) {
+                b',' => i = skip_ws(bytes, i + 1),
+                b'}' => break,
+                _ => return Err(Invalid),
+            }
+        }
+    }
+    if only_ws(bytes, i + 1) {
+        Ok(raw)
+    } else {
+        Err(Invalid)
+    }
+}
+
+/// A known key written without escapes, at its opening quote: the key and the position after
+/// its closing quote (a shortcut: `None` sends any key through `string`).
+#[inline(always)]
+fn plain_key(bytes: &[u8], i: usize) -> Option<(Key, usize)> {
+    const fn word(key: &[u8]) -> u64 {
+        let mut w = [0u8; 8];
+        let mut k = 0;
+        while k < key.len() {
+            w[k] = key[k];
+            k += 1;
+        }
+        u64::from_le_bytes(w)
+    }
+    const ACTION: u64 = word(b"\"action\"");
+    const GROUP: u64 = word(b"\"group\"");
+    const TOKEN: u64 = word(b"\"token\"");
+    const DATA: u64 = word(b"\"data\"");
+    const SEVEN: u64 = u64::MAX >> 8;
+    const SIX: u64 = u64::MAX >> 16;
+    let w = u64::from_le_bytes(bytes.get(i..i + 8)?.try_into().ok()?);
+    if w == ACTION {
+        Some((Key::Action, i + 8))
+    } else if w & SEVEN == GROUP {
+        Some((Key::Group, i + 7))
+    } else if w & SIX == DATA {
+        Some((Key::Data, i + 6))
+    } else if w & SEVEN == TOKEN {
+        Some((Key::Token, i + 7))
+    } else {
+        None
+    }
+}
+
+/// A string member's value, at its first byte.
+#[inline(always)]
+fn member(text: &str, i: usize) -> Result<(Member<'_>, usize), Invalid> {
+    let bytes = text.as_bytes();
+    match at(bytes, i) {
+        b'"' => {
+            let (end, escaped) = string(bytes, i + 1)?;
+            let text = text.get(i + 1..end - 1).ok_or(Invalid)?;
+            Ok((Member::Str { text, escaped }, end))
+        }
+        b'n' => Ok((Member::Missing, literal(bytes, i, b"null")?)),
+        _ => Ok((Member::Other, value(bytes, i)?)),
+    }
+}
+
+/// Any JSON value, at its first byte.
+#[inline]
+fn value(bytes: &[u8], i: usize) -> Result<usize, Invalid> {
+    match at(bytes, i) {
+        b'{' | b'[' => container(bytes, i),
+        _ => scalar(bytes, i),
+    }
+}
+
+/// A string, number or literal, at its first byte.
+#[inline(always)]
+fn scalar(bytes: &[u8], i: usize) -> Result<usize, Invalid> {
+    match at(bytes, i) {
+        b'"' => string(bytes, i + 1).map(|(end, _)| end),
+        b'-' | b'0'..=b'9' => number(bytes, i),
+        b't' => literal(bytes, i, b"true"),
+        b'f' => literal(bytes, i, b"false"),
+        b'n' => literal(bytes, i, b"null"),
+        _ => Err(Invalid),
+    }
+}
+
+#[inline(always)]
+fn literal(bytes: &[u8], i: usize, word: &[u8]) -> Result<usize, Invalid> {
+    if bytes.get(i..i + word.len()) == Some(word) {
+        Ok(i + word.len())
+    } else {
+        Err(Invalid)
+    }
+}
+
+/// An array or object, at its `[` or `{`: its first 64 levels of nesting on a stack that lives
+/// in a register, any deeper ones on [`deep_container`]'s.
+#[inline(never)]
+fn container(bytes: &[u8], i: usize) -> Result<usize, Invalid> {
+    walk(bytes, i, Shallow { bits: 0, depth: 0 })
+}
+
+/// An array or object nested more than 64 levels deep, at its `[` or `{`: on a stack of
+/// [`NESTING_WORDS`] words in place, then on the heap (serde_json has no depth limit here).
+#[cold]
+#[inline(never)]
+fn deep_container(bytes: &[u8], i: usize) -> Result<usize, Invalid> {
+    walk(
+        bytes,
+        i,
+        Nesting {
+            depth: 0,
+            top: false,
+            inline: [0; NESTING_WORDS],
+            deep: Vec::new(),
+        },
+    )
+}
+
+/// An array or object, at its `[` or `{`, however deep: one loop over a stack of bits.
+#[inline(always)]
+fn walk(bytes: &[u8], mut i: usize, mut open: impl Stack) -> Result<usize, Invalid> {
+    'value: loop {
+        // At the first byte of a value.
+        let b = at(bytes, i);
+        if b == b'{' || b == b'[' {
+            let object = b == b'{';
+            let inside = skip_ws(bytes, i + 1);
+            if at(bytes, inside) == if object { b'}' } else { b']' } {
+                i = inside + 1;
+            } else if open.push(object) {
+                i = if object {
+                    object_key(bytes, inside)?
+                } else {
+                    inside
+                };
+                continue 'value;
+            } else {
+                // Deeper than this stack goes: the whole container at once, on a larger one.
+                i = deep_container(bytes, i)?;
+            }
+        } else {
+            i = scalar(bytes, i)?;
+        }
+        // After a value: close what ends here, then on to the next element.
+        while let Some(object) = open.top() {
+            i = skip_ws(bytes, i);
+            match at(bytes, i) {
+                b',' => {
+                    i = skip_ws(bytes, i + 1);
+                    if object {
+                        i = object_key(bytes, i)?;
+                    }
+                    continue 'value;
+                }
+                b'}' if object => open.pop(),
+                b']' if !object => open.pop(),
+                _ => return Err(Invalid),
+            }
+            i += 1;
+        }
+        return Ok(i);
+    }
+}
+
+/// A nested object's key and colon, at the key's quote; returns where its value starts.
+#[inline(always)]
+fn object_key(bytes: &[u8], i: usize) -> Result<usize, Invalid> {
+    if at(bytes, i) != b'"' {
+        return Err(Invalid);
+    }
+    let (end, _) = string(bytes, i + 1)?;
+    let i = skip_ws(bytes, end);
+    if at(bytes, i) != b':' {
+        return Err(Invalid);
+    }
+    Ok(skip_ws(bytes, i + 1))
+}
+
+/// A string, after its opening quote: returns the position after the closing one and whether
+/// the contents hold escapes. Escapes are checked as serde_json checks a string it skips (any
+/// four hex digits after `\u`); surrogates are checked when a string is decoded.
+#[inline(always)]
+fn string(bytes: &[u8], mut i: usize) -> Result<(usize, bool), Invalid> {
+    let mut escaped = false;
+    loop {
+        i = skip_plain(bytes, i);
+        match at(bytes, i) {
+            b'"' => return Ok((i + 1, escaped)),
+            b'\\' => {
+                escaped = true;
+                i = escape(bytes, i)?;
+            }
+            // A control character, or the end of the text.
+            _ => return Err(Invalid),
+        }
+    }
+}
+
+/// The position of the next `"`, `\` or control character (or the end), eight bytes at a time.
+#[inline(always)]
+fn skip_plain(bytes: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = u64::MAX / 255;
+    const HIGH: u64 = ONES << 7;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let Ok(chunk) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let w = u64::from_le_bytes(chunk);
+        let quote = w ^ (ONES * u64::from(b'"'));
+        let backslash = w ^ (ONES * u64::from(b'\\'));
+        // A byte below 0x20, or equal to `"` or `\`, gets its high bit set; borrows may also
+        // mark bytes after the first such byte, never before it.
+        let found =
+            (w.wrapping_sub(ONES * 0x20) | quote.wrapping_sub(ONES) | backslash.wrapping_sub(ONES))
+                & !w
+                & HIGH;
+        if found != 0 {
+            return i + found.trailing_zeros() as usize / 8;
+        }
+        i += 8;
+    }
+    while let Some(&b) = bytes.get(i) {
+        if b < 0x20 || b == b'"' || b == b'\\' {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
+/// An escape, at its backslash; returns the position after it.
+#[cold]
+#[inline(never)]
+fn escape(bytes: &[u8], i: usize) -> Result<usize, Invalid> {
+    match at(bytes, i + 1) {
+        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Ok(i + 2),
+        b'u' => {
+            hex4(bytes.get(i + 2..i + 6).ok_or(Invalid)?).ok_or(Invalid)?;
+            Ok(i + 6)
+        }
+        _ => Err(Invalid),
+    }
+}
+
+/// A number, at its first byte: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+#[inline(always)]
+fn number(bytes: &[u8], mut i: usize) -> Result<usize, Invalid> {
+    if at(bytes, i) == b'-' {
+        i += 1;
+    }
+    match at(bytes, i) {
+        b'0' => {
+            i += 1;
+            if at(bytes, i).is_ascii_digit() {
+                return Err(Invalid);
+            }
+        }
+        b'1'..=b'9' => i = digits(bytes, i + 1),
+        _ => return Err(Invalid),
+    }
+    match at(bytes, i) {
+        b'.' | b'e' | b'E' => fraction_exponent(bytes, i),
+        _ => Ok(i),
+    }
+}
+
+/// The rest of a number after its integer part, at the `.`, `e` or `E`.
+#[inline(never)]
+fn fraction_exponent(bytes: &[u8], mut i: usize) -> Result<usize, Invalid> {
+    if at(bytes, i) == b'.' {
+        if !at(bytes, i + 1).is_ascii_digit() {
+            return Err(Invalid);
+        }
+        i = digits(bytes, i + 2);
+    }
+    if matches!(at(bytes, i), b'e' | b'E') {
+        i += 1;
+        if matches!(at(bytes, i), b'+' | b'-') {
+            i += 1;
+        }
+        if !at(bytes, i).is_ascii_digit() {
+            return Err(Invalid);
+        }
+        i = digits(bytes, i + 1);
+    }
+    Ok(i)
+}
+
+/// The position of the next byte that is not a decimal digit, eight bytes at a time.
+#[inline(always)]
+fn digits(bytes: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = u64::MAX / 255;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let Ok(chunk) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let w = u64::from_le_bytes(chunk);
+        // A digit is 0x3_ with a low nibble that stays below 0x_A when 6 is added. Carries may
+        // mark bytes after the first non-digit, never before it.
+        let other = (w & (ONES * 0xF0)) ^ (ONES * 0x30)
+            | (w.wrapping_add(ONES * 0x06) & (ONES * 0xF0)) ^ (ONES * 0x30);
+        if other != 0 {
+            return i + other.trailing_zeros() as usize / 8;
+        }
+        i += 8;
+    }
+    while at(bytes, i).is_ascii_digit() {
+        i += 1;
+    }
+    i
+}
+
+/// The containers open around the scanner, one bit each (set for an object).
+trait Stack {
+    /// Opens a container; `false` (changing nothing) when this stack is full.
+    fn push(&mut self, object: bool) -> bool;
+    /// Closes the innermost container.
+    fn pop(&mut self);
+    /// Whether the innermost open container is an object; `None` when none is open.
+    fn top(&self) -> Option<bool>;
+}
+
+/// Up to 64 levels, innermost in the low bit.
+struct Shallow {
+    bits: u64,
+    depth: u32,
+}
+
+impl Stack for Shallow {
+    #[inline(always)]
+    fn push(&mut self, object: bool) -> bool {
+        if self.depth == u64::BITS {
+            return false;
+        }
+        self.bits = self.bits << 1 | u64::from(object);
+        self.depth += 1;
+        true
+    }
+
+    #[inline(always)]
+    fn pop(&mut self) {
+        self.bits >>= 1;
+        self.depth -= 1;
+    }
+
+    #[inline(always)]
+    fn top(&self) -> Option<bool> {
+        (self.depth > 0).then_some(self.bits & 1 == 1)
+    }
+}
+
+/// Any depth: [`NESTING_WORDS`] words in place, then on the heap.
+struct Nesting {
+    depth: usize,
+    /// Whether the innermost open container is an object (meaningful when `depth > 0`).
+    top: bool,
+    inline: [u64; NESTING_WORDS],
+    deep: Vec<u64>,
+}
+
+impl Stack for Nesting {
+    fn push(&mut self, object: bool) -> bool {
+        let (word, bit) = (self.depth / 64, self.depth % 64);
+        let w = match self.inline.get_mut(word) {
+            Some(w) => w,
+            None => {
+                let word = word - NESTING_WORDS;
+                if word == self.deep.len() {
+                    self.deep.push(0);
+                }
+                match self.deep.get_mut(word) {
+                    Some(w) => w,
+                    None => return false,
+                }
+            }
+        };
+        *w = (*w & !(1 << bit)) | (u64::from(object) << bit);
+        self.depth += 1;
+        self.top = object;
+        true
+    }
+
+    fn pop(&mut self) {
+        self.depth -= 1;
+        if let Some(level) = self.depth.checked_sub(1) {
+            let (word, bit) = (level / 64, level % 64);
+            let w = match self.inline.get(word) {
+                Some(&w) => w,
+                None => self.deep.get(word - NESTING_WORDS).copied().unwrap_or(0),
+            };
+            self.top = (w >> bit) & 1 == 1;
+        }
+    }
+
+    fn top(&self) -> Option<bool> {
+        (self.depth > 0).then_some(self.top)
+    }
+}
+
+/// The value of four hex digits.
+fn hex4(digits: &[u8]) -> Option<u32> {
+    digits.iter().try_fold(0, |n, &d| {
+        let v = match d {
+            b'0'..=b'9' => d - b'0',
+            b'a'..=b'f' => d - b'a' + 10,
+            b'A'..=b'F' => d - b'A' + 10,
+            _ => return None,
+        };
+        Some(n << 4 | u32::from(v))
+    })
+}
+
+/// Which known member an escaped key names; `Invalid` if serde_json refuses it as a `str`.
+#[cold]
+fn escaped_key(text: &str) -> Result<Option<Key>, Invalid> {
+    let mut name = [0u8; 6];
+    let mut len = 0;
+    let mut fits = true;
+    decode(text, |piece| {
+        for &b in piece.as_bytes() {
+            match name.get_mut(len) {
+                Some(slot) => {
+                    *slot = b;
+                    len += 1;
+                }
+                None => fits = false,
+            }
+        }
+    })
+    .ok_or(Invalid)?;
+    Ok(if fits {
+        name.get(..len).and_then(Key::of)
+    } else {
+        None
+    })
+}
+
+/// The contents of a string with escapes, decoded; `None` where serde_json refuses them as a
+/// `str` (a `\u` surrogate that is not a high one followed by a `\u` low one).
+#[cold]
+fn unescape(text: &str) -> Option<String> {
+    let mut out = String::with_capacity(text.len());
+    decode(text, |piece| out.push_str(piece))?;
+    Some(out)
+}
+
+/// Calls `out` with the decoded pieces of a string's contents (already checked by
+/// `string`), in order; `None` at a lone surrogate.
+fn decode(text: &str, mut out: impl FnMut(&str)) -> Option<()> {
+    let bytes = text.as_bytes();
+    let (mut start, mut i) = (0, 0);
+    while let Some(&b) = bytes.get(i) {
+        if b != b'\\' {
+            i += 1;
+            continue;
+        }
+        out(text.get(start..i)?);
+        let kind = *bytes.get(i + 1)?;
+        i += 2;
+        let c = match kind {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let n = hex4(bytes.get(i..i + 4)?)?;
+                i += 4;
+                if (0xD800..0xDC00).contains(&n) {
+                    if bytes.get(i..i + 2)? != b"\\u" {
+                        return None;
+                    }
+                    let low = hex4(bytes.get(i + 2..i + 6)?)?;
+                    if !(0xDC00..0xE000).contains(&low) {
+                        return None;
+                    }
+                    i += 6;
+                    char::from_u32(0x10000 + ((n - 0xD800) << 10) + (low - 0xDC00))?
+                } else {
+                    // `None` for a low surrogate.
+                    char::from_u32(n)?
+                }
+            }
+            _ => return None,
+        };
+        out(c.encode_utf8(&mut [0; 4]));
+        start = i;
+    }
+    out(text.get(start..)?);
+    Some(())
 }
 
 /// The reason phrase used as `status_text` in `authentication` messages.
@@ -225,9 +869,10 @@ fn write_group_reply(out: &mut Vec<u8>, head: &[u8], group: &str) {
 }
 
 /// Appends `{"action":"message","group":"<group>","data":<data>}` with `data` copied verbatim (§4).
-pub fn write_message(out: &mut Vec<u8>, group: &str, data: &RawValue) {
+/// `data` is a [`RawJson`], or a serde_json `&RawValue` (or `&Box<RawValue>`).
+pub fn write_message<'d>(out: &mut Vec<u8>, group: &str, data: impl Into<RawJson<'d>>) {
     const HEAD: &[u8] = br#"{"action":"message","group":"#;
-    let data = data.get().as_bytes();
+    let data = data.into().get().as_bytes();
     out.reserve(HEAD.len() + group.len() + data.len() + 12);
     out.extend_from_slice(HEAD);
     write_json_str(out, group);
@@ -529,6 +1174,168 @@ mod tests {
         assert_eq!(
             written(|o| write_error(o, 0, "x")),
             r#"{"action":"error","payload":{"status_code":0,"detail":"x"}}"#
+        );
+    }
+
+    fn err(text: &str) -> EnvelopeError {
+        parse_command(text).unwrap_err()
+    }
+
+    #[test]
+    fn surrogate_escapes() {
+        match parse_command(r#"{"action":"join","group":"\ud83d\ude00\u00e9"}"#).unwrap() {
+            ClientCommand::Join { group } => assert_eq!(group, "\u{1f600}\u{e9}"),
+            other => panic!("{other:?}"),
+        }
+        // A lone surrogate is refused where serde_json decodes a `str` (a member the action
+        // reads, a key of the command), and accepted where it only skips one.
+        for lone in [
+            r#"\ud800"#,
+            r#"\udc00"#,
+            r#"\ud800\u0041"#,
+            r#"\ud800\ud800"#,
+            r#"\ud800\n"#,
+        ] {
+            let group = format!(r#"{{"action":"join","group":"{lone}"}}"#);
+            assert_eq!(err(&group), EnvelopeError::BadField("group"), "{group}");
+            let action = format!(r#"{{"action":"{lone}"}}"#);
+            assert_eq!(err(&action), EnvelopeError::BadField("action"), "{action}");
+            let key = format!(r#"{{"action":"join","group":"g","{lone}":1}}"#);
+            assert_eq!(err(&key), EnvelopeError::NotJson, "{key}");
+            for ok in [
+                format!(r#"{{"action":"join","group":"g","token":"{lone}"}}"#),
+                format!(r#"{{"action":"send","group":"g","data":["{lone}"]}}"#),
+                format!(r#"{{"action":"send","group":"g","data":{{"{lone}":1}}}}"#),
+                format!(r#"{{"action":"join","group":"g","x":"{lone}"}}"#),
+            ] {
+                assert!(parse_command(&ok).is_ok(), "{ok}");
+            }
+        }
+        assert_eq!(
+            err(r#"{"action":"join","group":"\u12"}"#),
+            EnvelopeError::NotJson
+        );
+        assert_eq!(
+            err(r#"{"action":"join","group":"\x41"}"#),
+            EnvelopeError::NotJson
+        );
+    }
+
+    #[test]
+    fn keys_with_escapes_name_members() {
+        match parse_command(r#"{"\u0061ction":"join","gr\u006fup":"g"}"#).unwrap() {
+            ClientCommand::Join { group } => assert!(matches!(group, Cow::Borrowed("g"))),
+            other => panic!("{other:?}"),
+        }
+        // A known member twice is refused however it is spelled, an unknown one is not.
+        for text in [
+            r#"{"action":"join","\u0061ction":"join","group":"g"}"#,
+            r#"{"action":"join","group":"g","group":"g"}"#,
+            r#"{"action":"send","group":"g","data":1,"data":1}"#,
+            r#"{"action":"join","group":"g","token":null,"token":null}"#,
+        ] {
+            assert_eq!(err(text), EnvelopeError::NotJson, "{text}");
+        }
+        assert!(parse_command(r#"{"action":"join","group":"g","x":1,"x":2}"#).is_ok());
+    }
+
+    #[test]
+    fn data_is_any_strict_json_value() {
+        for data in [
+            "0",
+            "-0",
+            "1e5",
+            "-1.5E-7",
+            "1e+5",
+            "0.0",
+            "true",
+            "false",
+            "null",
+            r#""""#,
+            "[]",
+            "{}",
+            "[ 1 , { } ]",
+            "\"\u{7f}\u{e9}\"",
+            r#"{"":[[]]}"#,
+            "123456789012345678901234567890",
+        ] {
+            let text = format!("{{\"action\":\"send\",\"group\":\"g\",\"data\": \t{data}\n}}");
+            match parse_command(&text).unwrap() {
+                // Exactly the value: no whitespace around it.
+                ClientCommand::Send {
+                    data: Some(got), ..
+                } => assert_eq!(got.get(), data),
+                other => panic!("{other:?}"),
+            }
+        }
+        for data in [
+            "01",
+            "-",
+            "1.",
+            ".5",
+            "1e",
+            "1e+",
+            "+1",
+            "0x1",
+            "NaN",
+            "tru",
+            "nul",
+            "True",
+            "[1,]",
+            "[,]",
+            r#"{"a":1,}"#,
+            r#"{"a"}"#,
+            "{1:2}",
+            "[}",
+            r#"'x'"#,
+            "\"tab\there\"",
+            "\"\u{1}\"",
+            "[1]]",
+            "\u{b}1",
+            "\u{a0}1",
+            "",
+        ] {
+            let text = format!(r#"{{"action":"send","group":"g","data":{data}}}"#);
+            assert_eq!(err(&text), EnvelopeError::NotJson, "{text}");
+        }
+    }
+
+    #[test]
+    fn nesting_has_no_limit() {
+        for depth in [127, 128, 129, INLINE_DEPTH, INLINE_DEPTH + 1, 5000] {
+            let data = format!("{}{}", r#"[{"a":"#.repeat(depth), "}]".repeat(depth));
+            let data = data.replacen(r#""a":}"#, r#""a":0}"#, 1);
+            let text = format!(r#"{{"action":"send","group":"g","data":{data}}}"#);
+            match parse_command(&text).unwrap() {
+                ClientCommand::Send {
+                    data: Some(got), ..
+                } => assert_eq!(got.get(), data),
+                other => panic!("{other:?}"),
+            }
+            let wrong = format!(
+                r#"{{"action":"send","group":"g","data":{}}}"#,
+                data.replacen("}]", "]}", 1)
+            );
+            assert_eq!(err(&wrong), EnvelopeError::NotJson);
+            assert_eq!(err(&data), EnvelopeError::NotAnObject);
+            assert_eq!(err(&data[1..]), EnvelopeError::NotJson);
+        }
+    }
+
+    #[test]
+    fn raw_json_from_serde_and_parser_write_alike() {
+        let text = r#"{"action":"send","group":"g","data":[1,"\u00e9"]}"#;
+        let ClientCommand::Send {
+            data: Some(parsed), ..
+        } = parse_command(text).unwrap()
+        else {
+            panic!("not a send");
+        };
+        let raw = RawValue::from_string(r#"[1,"\u00e9"]"#.to_owned()).unwrap();
+        assert_eq!(RawJson::from(&*raw), parsed);
+        assert_eq!(
+            written(|o| write_message(o, "g", parsed)),
+            written(|o| write_message(o, "g", &*raw))
         );
     }
 

@@ -4,12 +4,10 @@
 //! the core's `Groups`, and a `Verdict`. Never allocates on the authentication path (the identity
 //! is stored inline).
 
-use serde_json::value::RawValue;
-
 use crate::auth::groups::is_valid_group_name;
 use crate::auth::{AuthError, Identity};
 use crate::config::AuthSettings;
-use crate::envelope::{self, ClientCommand};
+use crate::envelope::{self, ClientCommand, RawJson};
 use crate::hub::table::Join;
 use crate::proto::close::CloseCode;
 use crate::proto::frame;
@@ -36,7 +34,7 @@ pub trait Groups {
     fn is_member(&self, group: &str) -> bool;
     /// Delivers `{"action":"message","group":..,"data":..}` to every member of `group`, this
     /// connection included. `out` holds this connection's replies not yet sent: they go first.
-    fn publish(&mut self, group: &str, data: &RawValue, out: &mut Vec<u8>);
+    fn publish(&mut self, group: &str, data: RawJson<'_>, out: &mut Vec<u8>);
 }
 
 /// Close reason sent when the first frame is not an `authenticate` command.
@@ -280,7 +278,7 @@ mod tests {
         fn is_member(&self, group: &str) -> bool {
             self.joined.iter().any(|g| g == group)
         }
-        fn publish(&mut self, group: &str, data: &RawValue, out: &mut Vec<u8>) {
+        fn publish(&mut self, group: &str, data: RawJson<'_>, out: &mut Vec<u8>) {
             // The runtime sends pending replies first; record how many bytes were pending.
             self.published
                 .push((group.to_owned(), data.get().to_owned(), out.len()));

@@ -196,7 +196,7 @@ impl Groups for NoGroups {
     fn is_member(&self, _: &str) -> bool {
         unreachable!("authentication asked for membership")
     }
-    fn publish(&mut self, _: &str, _: &serde_json::value::RawValue, _: &mut Vec<u8>) {
+    fn publish(&mut self, _: &str, _: envelope::RawJson<'_>, _: &mut Vec<u8>) {
         unreachable!("authentication published")
     }
 }

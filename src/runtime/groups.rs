@@ -9,12 +9,11 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 
 use bytes::Bytes;
-use serde_json::value::RawValue;
 
 use super::Service;
 use super::conn::Worker;
 use super::sys::{self, Transfer};
-use crate::envelope;
+use crate::envelope::{self, RawJson};
 use crate::hub::HubMsg;
 use crate::hub::outbox::Outbox;
 use crate::hub::table::Join;
@@ -237,7 +236,8 @@ impl<S: Service> Worker<S> {
 
     /// Publishes `{"action":"message",...}` to `group` on every core: encoded once, delivered
     /// locally here, and one message to each other core with members.
-    pub(crate) fn publish(&self, group: &str, data: &RawValue) {
+    pub(crate) fn publish<'d>(&self, group: &str, data: impl Into<RawJson<'d>>) {
+        let data = data.into();
         let targets = self.hub.targets(group);
         if !targets.local && targets.group.is_none() {
             return;
@@ -315,7 +315,7 @@ impl<S: Service> Groups for GroupCtx<'_, S> {
         self.worker.table.borrow().is_member(self.key, group)
     }
 
-    fn publish(&mut self, group: &str, data: &RawValue, out: &mut Vec<u8>) {
+    fn publish(&mut self, group: &str, data: RawJson<'_>, out: &mut Vec<u8>) {
         // Replies written before this publish go first: move them into this member's queue.
         if !out.is_empty() {
             let budget = self.worker.settings().limits.max_outbound_bytes;
