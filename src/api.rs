@@ -23,6 +23,10 @@ use crate::proto::http;
 pub const PUBLISH_PATH: &str = "/api/publish";
 /// Path of the liveness endpoint.
 pub const HEALTHZ_PATH: &str = "/healthz";
+/// Ticket endpoint (PROTOCOL.md §3, method 2).
+pub const WS_AUTH_PATH: &str = "/ws-auth";
+/// Revocation endpoint (PROTOCOL.md §5).
+pub const REVOKE_PATH: &str = "/api/revoke";
 /// Path of the Prometheus scrape endpoint.
 pub const METRICS_PATH: &str = "/metrics";
 
@@ -40,27 +44,31 @@ pub enum Endpoint {
     Healthz,
     /// `GET /metrics`: Prometheus text.
     Metrics,
+    /// `POST /ws-auth`: a ticket for the bearer JWT (no body needed).
+    WsAuth,
+    /// `POST /api/revoke`: close and refuse a user's or a jti's tokens (needs the API key).
+    Revoke,
 }
 
 impl Endpoint {
     /// The one method this endpoint accepts (also the `Allow` value of its 405).
     pub fn method(self) -> &'static str {
         match self {
-            Self::Publish => "POST",
+            Self::Publish | Self::WsAuth | Self::Revoke => "POST",
             Self::Healthz | Self::Metrics => "GET",
         }
     }
 
     /// Whether requests to this endpoint carry a body (and so need a `Content-Length`).
     pub fn takes_body(self) -> bool {
-        matches!(self, Self::Publish)
+        matches!(self, Self::Publish | Self::Revoke)
     }
 }
 
 /// Why an API request was refused; each variant knows its status and its JSON `error` text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
-    /// No API route at this path (404); also `/api/revoke` and `/ws-auth` for now.
+    /// No API route at this path (404).
     #[error("not found")]
     NotFound,
     /// A known path with another method (405); carries the `Allow` value.
@@ -93,6 +101,13 @@ pub enum ApiError {
     /// `group` is a string but not a valid group name (400).
     #[error("invalid group name")]
     BadGroup,
+    /// `POST /ws-auth` without a usable bearer JWT (401, or 403 for a valid token that is not
+    /// allowed); the text is the token's problem, never the token.
+    #[error("{1}")]
+    Token(u16, &'static str),
+    /// A bounded table is full (tickets, revocations): 503 with `Retry-After`.
+    #[error("{0}")]
+    Unavailable(&'static str),
 }
 
 impl ApiError {
@@ -107,6 +122,8 @@ impl ApiError {
             Self::BadContentLength | Self::BadJson(_) | Self::BadGroup => 400,
             Self::BodyTooLarge => 413,
             Self::UnsupportedMediaType => 415,
+            Self::Token(status, _) => *status,
+            Self::Unavailable(_) => 503,
         }
     }
 
@@ -124,6 +141,7 @@ impl ApiError {
             Self::UnsupportedMediaType => "Content-Type must be application/json",
             Self::BadJson(detail) => detail,
             Self::BadGroup => "invalid group name",
+            Self::Token(_, detail) | Self::Unavailable(detail) => detail,
         }
     }
 
@@ -132,7 +150,8 @@ impl ApiError {
     pub fn header(&self) -> Option<(&'static str, &'static str)> {
         match self {
             Self::MethodNotAllowed(allow) => Some(("Allow", *allow)),
-            Self::Unauthorized => Some(("WWW-Authenticate", "Bearer")),
+            Self::Unauthorized | Self::Token(401, _) => Some(("WWW-Authenticate", "Bearer")),
+            Self::Unavailable(_) => Some(("Retry-After", "1")),
             _ => None,
         }
     }
@@ -162,6 +181,8 @@ impl ApiError {
 pub fn route(method: &str, path: &str) -> Result<Endpoint, ApiError> {
     let endpoint = match path {
         PUBLISH_PATH => Endpoint::Publish,
+        REVOKE_PATH => Endpoint::Revoke,
+        WS_AUTH_PATH => Endpoint::WsAuth,
         HEALTHZ_PATH => Endpoint::Healthz,
         METRICS_PATH => Endpoint::Metrics,
         _ => return Err(ApiError::NotFound),
@@ -216,6 +237,17 @@ pub fn expected_body(
     headers: &[httparse::Header<'_>],
     max: usize,
 ) -> Result<usize, ApiError> {
+    if endpoint == Endpoint::WsAuth {
+        // Browsers' fetch sends `Content-Length: 0`, curl -X POST none; a body is ignored.
+        let framed = headers
+            .iter()
+            .any(|h| is(h, "content-length") || is(h, "transfer-encoding"));
+        return if framed {
+            body_length(headers, max)
+        } else {
+            Ok(0)
+        };
+    }
     if !endpoint.takes_body() {
         let framed = headers
             .iter()
@@ -434,6 +466,65 @@ pub fn parse_publish(body: &[u8]) -> Result<Publish<'_>, ApiError> {
     Ok(Publish { group, data })
 }
 
+/// A parsed `POST /api/revoke` body: exactly one of `user` and `jti`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeTarget<'a> {
+    /// Every token of this user issued up to now (a JSON string, or an integer written as its
+    /// decimal text, as the tokens carry it).
+    User(Cow<'a, str>),
+    /// The token with this `jti`.
+    Jti(Cow<'a, str>),
+}
+
+/// Parses `{"user": "42"}` (or `{"user": 42}`) or `{"jti": "..."}`; anything else is a 400
+/// saying what is wrong (no other member, not both, non-empty strings).
+pub fn parse_revoke<'a>(body: &'a [u8]) -> Result<RevokeTarget<'a>, ApiError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body<'a> {
+        #[serde(borrow, default)]
+        user: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        jti: Option<&'a RawValue>,
+    }
+    let text = std::str::from_utf8(body).map_err(|_| ApiError::BadJson("body is not UTF-8"))?;
+    let parsed: Body<'_> = serde_json::from_str(text).map_err(|e| {
+        if e.to_string().starts_with("unknown field") {
+            ApiError::BadJson("unknown field: only user or jti is allowed")
+        } else {
+            ApiError::BadJson("body must be a JSON object with user or jti")
+        }
+    })?;
+    let string = |raw: &'a RawValue, what: &'static str| -> Result<Cow<'a, str>, ApiError> {
+        let value = raw.get();
+        let text = if value.starts_with('"') {
+            serde_json::from_str::<JsonStr<'a>>(value)
+                .map_err(|_| ApiError::BadJson(what))?
+                .0
+        } else if what == "user must be a string or an integer"
+            && value.bytes().all(|b| b.is_ascii_digit() || b == b'-')
+            && value.parse::<i64>().is_ok()
+        {
+            Cow::Borrowed(value)
+        } else {
+            return Err(ApiError::BadJson(what));
+        };
+        if text.is_empty() {
+            return Err(ApiError::BadJson(what));
+        }
+        Ok(text)
+    };
+    match (parsed.user, parsed.jti) {
+        (Some(user), None) => Ok(RevokeTarget::User(string(
+            user,
+            "user must be a string or an integer",
+        )?)),
+        (None, Some(jti)) => Ok(RevokeTarget::Jti(string(jti, "jti must be a string")?)),
+        (Some(_), Some(_)) => Err(ApiError::BadJson("give user or jti, not both")),
+        (None, None) => Err(ApiError::BadJson("missing user or jti")),
+    }
+}
+
 /// The members of a publish body as raw JSON, and the first structural problem seen.
 #[derive(Default)]
 struct PublishMembers<'a> {
@@ -530,6 +621,30 @@ pub fn write_error(out: &mut Vec<u8>, err: &ApiError, keep_alive: bool) {
 /// Appends the publish success response, `202 {"ok":true}` (PROTOCOL.md §5).
 pub fn write_accepted(out: &mut Vec<u8>, keep_alive: bool) {
     write_json_response(out, 202, &[], br#"{"ok":true}"#, keep_alive);
+}
+
+/// Appends the ticket response, `201 {"ticket":"...","expires_in":N}` (PROTOCOL.md §3).
+pub fn write_ticket(out: &mut Vec<u8>, ticket: &str, expires_in: u64, keep_alive: bool) {
+    let mut body = Vec::with_capacity(64 + ticket.len());
+    body.extend_from_slice(br#"{"ticket":"#);
+    write_json_str(&mut body, ticket);
+    body.extend_from_slice(br#","expires_in":"#);
+    body.extend_from_slice(expires_in.to_string().as_bytes());
+    body.push(b'}');
+    // The ticket is a credential: no cache may keep the answer.
+    write_json_response(
+        out,
+        201,
+        &[("Cache-Control", "no-store")],
+        &body,
+        keep_alive,
+    );
+}
+
+/// Appends the revocation response, `200 {"ok":true,"closed":N}`.
+pub fn write_revoked(out: &mut Vec<u8>, closed: usize, keep_alive: bool) {
+    let body = format!(r#"{{"ok":true,"closed":{closed}}}"#);
+    write_json_response(out, 200, &[], body.as_bytes(), keep_alive);
 }
 
 /// Appends the `/healthz` response, `200 ok` as `text/plain`.
@@ -689,8 +804,8 @@ mod tests {
             (PUBLISH_PATH, Some(Endpoint::Publish)),
             (HEALTHZ_PATH, Some(Endpoint::Healthz)),
             (METRICS_PATH, Some(Endpoint::Metrics)),
-            ("/api/revoke", None),
-            ("/ws-auth", None),
+            (REVOKE_PATH, Some(Endpoint::Revoke)),
+            (WS_AUTH_PATH, Some(Endpoint::WsAuth)),
             ("/ws", None),
             ("/", None),
             ("", None),

@@ -10,8 +10,11 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 use crate::api::ApiKeys;
+use crate::auth::revocation::Revocations;
+use crate::auth::tickets::TicketStore;
 use crate::auth::{Algorithm, Verifier};
 use crate::hub::MAX_CORES;
+use crate::limits::{IpLimits, TrustedProxies};
 use crate::origin::{OriginError, OriginPolicy};
 
 /// Command-line flags and their `WSGATE_*` environment twins.
@@ -136,13 +139,58 @@ pub struct Config {
         env = "WSGATE_AUTH_METHODS",
         value_enum,
         value_delimiter = ',',
-        default_value = "first-frame,header,subprotocol"
+        default_value = "first-frame,header,subprotocol,ticket"
     )]
     pub auth_methods: Vec<AuthMethod>,
 
     /// Accept `?token=<JWT>` on the upgrade URL (off: such upgrades get 401 and close 4401).
     #[arg(long, env = "WSGATE_ALLOW_QUERY_TOKEN")]
     pub allow_query_token: bool,
+
+    /// Seconds a ticket from `POST /ws-auth` stays redeemable (never beyond its token's exp).
+    #[arg(long, env = "WSGATE_TICKET_TTL", default_value_t = 10)]
+    pub ticket_ttl: u64,
+
+    /// Tickets issued and not yet redeemed or expired, at most (beyond: 503).
+    #[arg(long, env = "WSGATE_MAX_TICKETS", default_value_t = 100_000)]
+    pub max_tickets: usize,
+
+    /// Longest lifetime of the tokens in use, in seconds: how long a revocation of a user or a
+    /// jti is kept (no token issued before it can still be valid after that).
+    #[arg(long, env = "WSGATE_MAX_TOKEN_LIFETIME_SECS", default_value_t = 86_400)]
+    pub max_token_lifetime_secs: u64,
+
+    /// Revoked users and jtis kept at once, at most (beyond: `POST /api/revoke` gets 503).
+    #[arg(long, env = "WSGATE_MAX_REVOCATIONS", default_value_t = 100_000)]
+    pub max_revocations: usize,
+
+    /// Messages a connection may send per second on average (0: no limit); beyond its burst
+    /// the connection is closed with 4429.
+    #[arg(long, env = "WSGATE_MAX_MESSAGES_PER_SEC", default_value_t = 0)]
+    pub max_messages_per_sec: u32,
+
+    /// Messages a connection may send at once above the average rate.
+    #[arg(long, env = "WSGATE_BURST", default_value_t = 100)]
+    pub burst: u32,
+
+    /// Open connections one client address may hold (0: no limit; IPv6 counts per /64);
+    /// beyond it upgrades get 503 with Retry-After.
+    #[arg(long, env = "WSGATE_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    pub max_connections_per_ip: u32,
+
+    /// New upgrades one client address may make per second (0: no limit), with a burst of
+    /// --upgrade-burst; beyond it 503 with Retry-After.
+    #[arg(long, env = "WSGATE_MAX_UPGRADES_PER_IP_PER_SEC", default_value_t = 0)]
+    pub max_upgrades_per_ip_per_sec: u32,
+
+    /// Upgrades one client address may make at once above that rate.
+    #[arg(long, env = "WSGATE_UPGRADE_BURST", default_value_t = 20)]
+    pub upgrade_burst: u32,
+
+    /// Proxies whose X-Forwarded-For is believed (addresses or CIDRs, comma-separated); without
+    /// any, X-Forwarded-For is ignored and the peer address is the client's.
+    #[arg(long, env = "WSGATE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
 
     /// Milliseconds allowed for the whole upgrade request head.
     #[arg(long, env = "WSGATE_HANDSHAKE_TIMEOUT_MS", default_value_t = 5_000)]
@@ -252,6 +300,8 @@ pub enum AuthMethod {
     Header,
     /// `Sec-WebSocket-Protocol: wsgate.v1, wsgate.bearer.<JWT>`.
     Subprotocol,
+    /// `?ticket=<t>` from `POST /ws-auth`.
+    Ticket,
 }
 
 /// Log output format.
@@ -330,6 +380,60 @@ pub struct AuthSettings {
     pub subprotocol: bool,
     /// `?token=` accepted.
     pub query_token: bool,
+    /// `?ticket=` accepted (and `POST /ws-auth` served).
+    pub ticket: bool,
+    /// Tickets and revocations: process-wide state, shared by every worker and kept across
+    /// reloads.
+    pub state: std::sync::Arc<AuthState>,
+}
+
+/// Authentication state that lives as long as the process: the tickets issued and the
+/// revocations made, shared by every worker (one `Arc`), carried over by reloads.
+#[derive(Debug)]
+pub struct AuthState {
+    /// Tickets from `POST /ws-auth`.
+    pub tickets: TicketStore,
+    /// Users and jtis revoked through `POST /api/revoke`.
+    pub revocations: Revocations,
+    /// Keyed (per process) hasher for the fingerprints a revocation finds connections by.
+    fingerprints: std::collections::hash_map::RandomState,
+}
+
+impl AuthState {
+    /// Empty state: tickets live `ticket_ttl` seconds (at most `max_tickets` at once),
+    /// revocations `max_token_lifetime` seconds (at most `max_revocations`).
+    pub fn new(
+        ticket_ttl: u64,
+        max_tickets: usize,
+        max_token_lifetime: u64,
+        max_revocations: usize,
+    ) -> Self {
+        Self {
+            tickets: TicketStore::new(ticket_ttl, max_tickets),
+            revocations: Revocations::new(max_token_lifetime, max_revocations),
+            fingerprints: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    /// A 64-bit fingerprint of a user id or jti, never 0 (0 means "none" to a connection). Two
+    /// ids collide with probability 2^-64; the key is random per process.
+    pub fn fingerprint(&self, id: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.fingerprints.hash_one(id) | 1
+    }
+}
+
+/// Per-connection and per-client-address limits.
+#[derive(Debug, Clone)]
+pub struct RateLimits {
+    /// Average messages per second per connection (0: none).
+    pub messages_per_sec: u32,
+    /// Burst above it.
+    pub burst: u32,
+    /// Per client address: concurrent connections and upgrade rate; shared by every worker.
+    pub per_ip: std::sync::Arc<IpLimits>,
+    /// Whose X-Forwarded-For to believe.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// Which driver a worker should build.
@@ -392,6 +496,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Test-only hooks (`--test-hooks`).
     pub test_hooks: bool,
+    /// Message and per-address limits.
+    pub rate: RateLimits,
 }
 
 /// A configuration that cannot start, with the flag or variable to fix.
@@ -522,6 +628,8 @@ impl Config {
             ));
         }
         let api_keys = self.api_keys(env)?;
+        let trusted_proxies = TrustedProxies::parse(&self.trusted_proxies)
+            .map_err(|e| invalid("--trusted-proxies", &e))?;
         let has = |m| self.auth_methods.contains(&m);
         Ok(Settings {
             listen: self.listen,
@@ -543,6 +651,13 @@ impl Config {
                 header: has(AuthMethod::Header),
                 subprotocol: has(AuthMethod::Subprotocol),
                 query_token: self.allow_query_token,
+                ticket: has(AuthMethod::Ticket),
+                state: std::sync::Arc::new(AuthState::new(
+                    self.ticket_ttl,
+                    self.max_tickets,
+                    self.max_token_lifetime_secs,
+                    self.max_revocations,
+                )),
             },
             limits: Limits {
                 max_head_bytes: self.max_head_bytes,
@@ -563,6 +678,17 @@ impl Config {
             api_keys,
             max_body_bytes: self.max_body_bytes,
             test_hooks: self.test_hooks,
+            rate: RateLimits {
+                messages_per_sec: self.max_messages_per_sec,
+                burst: self.burst.max(1),
+                per_ip: std::sync::Arc::new(IpLimits::new(
+                    self.max_connections_per_ip,
+                    self.max_upgrades_per_ip_per_sec,
+                    self.upgrade_burst,
+                    1_000_000,
+                )),
+                trusted_proxies,
+            },
         })
     }
 

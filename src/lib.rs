@@ -20,6 +20,7 @@ pub mod auth;
 pub mod config;
 pub mod envelope;
 pub mod hub;
+pub mod limits;
 pub mod metrics;
 pub mod notify;
 pub mod origin;

@@ -113,6 +113,22 @@ pub struct CoreStats {
     pub http_requests: AtomicU64,
     /// `POST /api/publish` requests accepted (202).
     pub api_publishes: AtomicU64,
+    /// Connections closed with 4429 for exceeding their message rate.
+    pub rate_limited_closes: AtomicU64,
+    /// Connections closed with 4401 because their token expired.
+    pub expired_closes: AtomicU64,
+    /// Connections closed with 4401 by a revocation.
+    pub revoked_closes: AtomicU64,
+    /// Tickets issued by `POST /ws-auth`.
+    pub tickets_issued: AtomicU64,
+    /// Upgrades authenticated with a ticket.
+    pub tickets_redeemed: AtomicU64,
+    /// Upgrades refused for an unknown, used or expired ticket.
+    pub tickets_refused: AtomicU64,
+    /// Upgrades refused with 503: the client address has too many connections open.
+    pub ip_concurrent_refusals: AtomicU64,
+    /// Upgrades refused with 503: the client address upgrades too often.
+    pub ip_rate_refusals: AtomicU64,
 }
 
 impl CoreStats {
@@ -195,7 +211,7 @@ struct Plain {
     field: fn(&CoreStats) -> &AtomicU64,
 }
 
-const PLAIN: [Plain; 10] = [
+const PLAIN: [Plain; 18] = [
     Plain {
         name: "wsgate_open_connections",
         help: "WebSocket connections currently open.",
@@ -255,6 +271,54 @@ const PLAIN: [Plain; 10] = [
         help: "Publish requests accepted by the HTTP API.",
         kind: Kind::Counter,
         field: |s| &s.api_publishes,
+    },
+    Plain {
+        name: "wsgate_rate_limited_closes_total",
+        help: "Connections closed with 4429 for exceeding their message rate.",
+        kind: Kind::Counter,
+        field: |s| &s.rate_limited_closes,
+    },
+    Plain {
+        name: "wsgate_expired_closes_total",
+        help: "Connections closed with 4401 because their token expired.",
+        kind: Kind::Counter,
+        field: |s| &s.expired_closes,
+    },
+    Plain {
+        name: "wsgate_revoked_closes_total",
+        help: "Connections closed with 4401 by a revocation.",
+        kind: Kind::Counter,
+        field: |s| &s.revoked_closes,
+    },
+    Plain {
+        name: "wsgate_tickets_issued_total",
+        help: "Tickets issued by POST /ws-auth.",
+        kind: Kind::Counter,
+        field: |s| &s.tickets_issued,
+    },
+    Plain {
+        name: "wsgate_tickets_redeemed_total",
+        help: "Upgrades authenticated with a ticket.",
+        kind: Kind::Counter,
+        field: |s| &s.tickets_redeemed,
+    },
+    Plain {
+        name: "wsgate_tickets_refused_total",
+        help: "Upgrades refused for an unknown, used or expired ticket.",
+        kind: Kind::Counter,
+        field: |s| &s.tickets_refused,
+    },
+    Plain {
+        name: "wsgate_ip_concurrent_refusals_total",
+        help: "Upgrades refused with 503 because the client address had too many connections.",
+        kind: Kind::Counter,
+        field: |s| &s.ip_concurrent_refusals,
+    },
+    Plain {
+        name: "wsgate_ip_rate_refusals_total",
+        help: "Upgrades refused with 503 because the client address upgraded too often.",
+        kind: Kind::Counter,
+        field: |s| &s.ip_rate_refusals,
     },
 ];
 
@@ -477,6 +541,14 @@ mod tests {
         a.inc(&a.slow_consumer_closes);
         b.add(&b.http_requests, 6);
         b.inc(&b.api_publishes);
+        a.add(&a.rate_limited_closes, 2);
+        b.add(&b.expired_closes, 3);
+        a.add(&a.revoked_closes, 4);
+        b.add(&b.tickets_issued, 5);
+        a.add(&a.tickets_redeemed, 6);
+        b.add(&b.tickets_refused, 7);
+        a.add(&a.ip_concurrent_refusals, 8);
+        b.add(&b.ip_rate_refusals, 9);
 
         let (_, s) = parse(&rendered(&[a, b]));
         let hs = "wsgate_handshakes_total";
@@ -507,6 +579,14 @@ mod tests {
             ("wsgate_slow_consumer_closes_total", 1, 0),
             ("wsgate_http_requests_total", 0, 6),
             ("wsgate_api_publishes_total", 0, 1),
+            ("wsgate_rate_limited_closes_total", 2, 0),
+            ("wsgate_expired_closes_total", 0, 3),
+            ("wsgate_revoked_closes_total", 4, 0),
+            ("wsgate_tickets_issued_total", 0, 5),
+            ("wsgate_tickets_redeemed_total", 6, 0),
+            ("wsgate_tickets_refused_total", 0, 7),
+            ("wsgate_ip_concurrent_refusals_total", 8, 0),
+            ("wsgate_ip_rate_refusals_total", 0, 9),
         ];
         assert_eq!(plain.len(), PLAIN.len());
         for (name, on_a, on_b) in plain {

@@ -48,6 +48,8 @@ pub const REASON_KEEPALIVE_TIMEOUT: &str = "keepalive timeout";
 #[derive(Debug)]
 pub struct Session {
     state: State,
+    /// The identity changed (authentication, refresh) since the runtime last looked.
+    changed: bool,
 }
 
 #[derive(Debug)]
@@ -67,6 +69,7 @@ impl Session {
     pub fn new() -> Self {
         Self {
             state: State::AwaitingAuth,
+            changed: false,
         }
     }
 
@@ -83,6 +86,22 @@ impl Session {
         }
     }
 
+    /// When the token in force expires (Unix seconds): the connection closes with 4401 then,
+    /// unless a `refresh` replaced it.
+    pub fn expires_at(&self) -> Option<u64> {
+        self.identity().map(|identity| identity.exp)
+    }
+
+    /// The identity, once after each authentication or refresh (for the runtime's index of
+    /// whom a revocation closes).
+    pub fn take_changed_identity(&mut self) -> Option<&Identity> {
+        if std::mem::take(&mut self.changed) {
+            self.identity()
+        } else {
+            None
+        }
+    }
+
     /// Runs upgrade-time authentication right after the 101 was written: a token in the
     /// subprotocol, the `Authorization` header or (when allowed) the query string. Without any of
     /// them the connection waits for a first-frame `authenticate` if that method is enabled.
@@ -95,6 +114,10 @@ impl Session {
     ) -> Verdict {
         match upgrade_credential(upgrade, auth) {
             Credential::Token(token) => self.authenticate(token, auth, now, out),
+            Credential::Ticket(ticket) => match auth.state.tickets.redeem(ticket, now) {
+                Ok(identity) => self.open(identity, auth, now, out),
+                Err(_) => fail(AuthError::BadTicket, out),
+            },
             Credential::Refused(err) => fail(err, out),
             Credential::None if auth.first_frame => Verdict::Continue,
             Credential::None => fail(AuthError::Missing, out),
@@ -163,9 +186,16 @@ impl Session {
                 Verdict::Continue
             }
             Ok(ClientCommand::Authenticate { .. }) => error(out, 400, "already authenticated"),
-            Ok(ClientCommand::Refresh { .. } | ClientCommand::Unknown) => {
-                error(out, 400, "unknown action")
+            Ok(ClientCommand::Refresh { token }) => {
+                match auth.verifier.verify(token.as_bytes(), now) {
+                    Ok(new) if new.user.as_str() != identity.user.as_str() => {
+                        fail(AuthError::OtherUser, out)
+                    }
+                    Ok(new) => self.open(new, auth, now, out),
+                    Err(err) => fail(err, out),
+                }
             }
+            Ok(ClientCommand::Unknown) => error(out, 400, "unknown action"),
             Err(_) => error(out, 400, "invalid JSON command"),
         }
     }
@@ -186,19 +216,34 @@ impl Session {
         out: &mut Vec<u8>,
     ) -> Verdict {
         match auth.verifier.verify(token, now) {
-            Ok(identity) => {
-                frame::write_text_with(out, |o| envelope::write_auth_ok(o, identity.user.as_str()));
-                self.state = State::Open(identity);
-                Verdict::Continue
-            }
+            Ok(identity) => self.open(identity, auth, now, out),
             Err(err) => fail(err, out),
         }
+    }
+
+    /// Puts a verified identity in force (after the revocation list had its say) and answers
+    /// with the 200 `authentication` message; a refresh answers the same way (README).
+    fn open(
+        &mut self,
+        identity: Identity,
+        auth: &AuthSettings,
+        now: u64,
+        out: &mut Vec<u8>,
+    ) -> Verdict {
+        if auth.state.revocations.is_revoked(&identity, now) {
+            return fail(AuthError::Revoked, out);
+        }
+        frame::write_text_with(out, |o| envelope::write_auth_ok(o, identity.user.as_str()));
+        self.state = State::Open(identity);
+        self.changed = true;
+        Verdict::Continue
     }
 }
 
 /// The credential an upgrade request carries.
 enum Credential<'b> {
     Token(&'b [u8]),
+    Ticket(&'b str),
     Refused(AuthError),
     None,
 }
@@ -214,6 +259,11 @@ fn upgrade_credential<'b>(upgrade: &Upgrade<'b>, auth: &AuthSettings) -> Credent
     {
         return Credential::Token(token);
     }
+    if auth.ticket
+        && let Some(ticket) = upgrade.query.and_then(|q| http::query_param(q, "ticket"))
+    {
+        return Credential::Ticket(ticket);
+    }
     if let Some(token) = upgrade.query.and_then(|q| http::query_param(q, "token")) {
         return if auth.query_token {
             Credential::Token(token.as_bytes())
@@ -225,7 +275,7 @@ fn upgrade_credential<'b>(upgrade: &Upgrade<'b>, auth: &AuthSettings) -> Credent
 }
 
 /// The token of an `Authorization: Bearer <token>` value (scheme case-insensitive per RFC 9110).
-fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+pub(crate) fn bearer_token(value: &[u8]) -> Option<&[u8]> {
     let (scheme, rest) = value.split_at_checked(7)?;
     if !scheme.eq_ignore_ascii_case(b"bearer ") {
         return None;
@@ -302,6 +352,8 @@ mod tests {
             header: true,
             subprotocol: true,
             query_token: false,
+            ticket: true,
+            state: std::sync::Arc::new(crate::config::AuthState::new(10, 100, 3600, 100)),
         }
     }
 

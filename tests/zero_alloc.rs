@@ -210,6 +210,10 @@ fn the_session_layer_adds_no_allocation_either() {
         header: true,
         subprotocol: true,
         query_token: false,
+        ticket: true,
+        // Made before counting starts: a revocation list and ticket store that exist but are
+        // empty, as in a running gateway.
+        state: std::sync::Arc::new(wsgate::config::AuthState::new(10, 1000, 3600, 1000)),
     };
     let command = json!({"action": "authenticate", "token": simplejwt_token()}).to_string();
     let mut session = Session::new();

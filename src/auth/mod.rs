@@ -5,6 +5,8 @@
 
 pub mod groups;
 pub mod jwt;
+pub mod revocation;
+pub mod tickets;
 
 pub use jwt::{Algorithm, Identity, Verifier};
 
@@ -61,6 +63,12 @@ pub enum AuthError {
     /// The token's `jti` or user was revoked through the API.
     #[error("token revoked")]
     Revoked,
+    /// A `?ticket=` that is unknown, already used or expired.
+    #[error("invalid or expired ticket")]
+    BadTicket,
+    /// A `refresh` with a valid token for another user.
+    #[error("token is for another user")]
+    OtherUser,
     /// A `?token=` in the URL while query-string tokens are disabled (PROTOCOL.md §3).
     #[error("token in URL refused")]
     QueryTokenRefused,
@@ -73,7 +81,7 @@ impl AuthError {
     /// HTTP status for this refusal: 403 for `Forbidden`, 401 for everything about the token.
     pub fn status(&self) -> u16 {
         match self {
-            Self::Forbidden(_) => 403,
+            Self::Forbidden(_) | Self::OtherUser => 403,
             _ => 401,
         }
     }
@@ -81,7 +89,7 @@ impl AuthError {
     /// WebSocket close code for this refusal: 4403 for `Forbidden`, 4401 otherwise.
     pub fn close_code(&self) -> CloseCode {
         match self {
-            Self::Forbidden(_) => CloseCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::OtherUser => CloseCode::FORBIDDEN,
             _ => CloseCode::TOKEN_INVALID,
         }
     }
@@ -106,6 +114,8 @@ impl AuthError {
             Self::TooLong => "token too long",
             Self::Revoked => "token revoked",
             Self::QueryTokenRefused => "token in URL refused",
+            Self::BadTicket => "invalid or expired ticket",
+            Self::OtherUser => "token is for another user",
             Self::Forbidden(reason) => reason,
         }
     }
@@ -117,7 +127,7 @@ mod tests {
     use super::*;
 
     /// Every variant that means 401 / 4401.
-    const UNAUTHORIZED: [AuthError; 17] = [
+    const UNAUTHORIZED: [AuthError; 18] = [
         AuthError::Missing,
         AuthError::Malformed,
         AuthError::BadSignature,
@@ -135,6 +145,7 @@ mod tests {
         AuthError::TooLong,
         AuthError::Revoked,
         AuthError::QueryTokenRefused,
+        AuthError::BadTicket,
     ];
 
     #[test]

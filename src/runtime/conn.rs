@@ -7,7 +7,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -24,8 +24,10 @@ use super::timer::{self, Timers};
 use super::{Service, WorkerShared};
 use crate::api::{self, Endpoint};
 use crate::config::Settings;
+use crate::envelope;
 use crate::hub::LocalHub;
 use crate::hub::table::GroupTable;
+use crate::limits::{IpSlot, Refusal, TokenBucket};
 use crate::metrics::{CoreStats, Rejection};
 use crate::proto::close::CloseCode;
 use crate::proto::frame::{self, OpCode};
@@ -60,6 +62,15 @@ pub trait Handler: 'static {
     fn on_binary(&mut self, data: &[u8], s: &Settings, now: u64, out: &mut Vec<u8>) -> Verdict;
     /// Whether the auth deadline still runs.
     fn awaiting_auth(&self) -> bool;
+    /// When the credential in force expires (Unix seconds), if it does.
+    fn expires_at(&self) -> Option<u64> {
+        None
+    }
+    /// The user id and token jti, once after each (re)authentication: revocations find
+    /// connections by them.
+    fn take_changed_identity(&mut self) -> Option<(&str, Option<&str>)> {
+        None
+    }
 }
 
 /// Per-worker state shared by the worker's connections (single thread: `Cell`/`RefCell`).
@@ -72,6 +83,8 @@ pub(crate) struct Worker<S> {
     pub(crate) draining: Cell<bool>,
     /// The drain waiting for the last connection to end.
     drained: Cell<Option<std::task::Waker>>,
+    /// Origin of the millisecond clock of the connections' message-rate buckets.
+    epoch: Instant,
     scratch: RefCell<Box<[u8]>>,
     cork: RefCell<Vec<u8>>,
     open: Cell<usize>,
@@ -95,6 +108,7 @@ impl<S: Service> Worker<S> {
             settings: RefCell::new(Rc::new(Settings::clone(&shared.settings))),
             draining: Cell::new(false),
             drained: Cell::new(None),
+            epoch: Instant::now(),
             shared,
             scratch: RefCell::new(vec![0; SCRATCH_BYTES].into_boxed_slice()),
             cork: RefCell::new(Vec::with_capacity(SCRATCH_BYTES)),
@@ -261,6 +275,7 @@ impl Stop {
         match code {
             CloseCode::POLICY => Self::Evicted,
             CloseCode::GOING_AWAY => Self::Close(code, "server shutting down"),
+            CloseCode::TOKEN_INVALID => Self::Close(code, "token revoked"),
             _ => Self::Close(code, ""),
         }
     }
@@ -307,12 +322,12 @@ pub(crate) fn serve<S: Service>(
         let _ = conn.stream.set_nodelay(true);
         // No await inside the match, and no Option around the handler: either would keep a
         // second copy alive next to `ws` for the connection's whole life.
-        let handler = 'upgrade: {
+        let (handler, _ip_slot) = 'upgrade: {
             loop {
                 // Only the small plan leaves this match: the handshake's result must not stay
                 // alive across an await next to `ws`.
-                let plan = match handshake(&worker, &mut conn, &timer).await {
-                    Ok(Head::Upgraded(handler)) => break 'upgrade handler,
+                let plan = match handshake(&worker, &mut conn, &timer, peer.ip()).await {
+                    Ok(Head::Upgraded(handler, slot)) => break 'upgrade (handler, slot),
                     Ok(Head::Http(plan)) => plan,
                     Ok(Head::Answered) => break,
                     Err(Stop::Close(code, reason)) => {
@@ -341,6 +356,7 @@ pub(crate) fn serve<S: Service>(
             return;
         };
         let mut ws = Ws::new(handler, &worker.settings());
+        note_identity(&worker, &conn.member, &mut ws);
         let key = worker.members.borrow_mut().insert(conn.member.clone());
         if worker.draining.get() {
             // Upgraded while the core shuts down: closed 1001 at once, like the others.
@@ -369,8 +385,9 @@ pub(crate) fn serve<S: Service>(
 
 /// What a complete request head led to.
 enum Head<H> {
-    /// Upgraded: the 101 and any opening messages are queued.
-    Upgraded(H),
+    /// Upgraded: the 101 and any opening messages are queued; the client address's place in
+    /// the per-address count, held until the connection ends.
+    Upgraded(H, Option<Box<IpSlot>>),
     /// An HTTP API request whose body is still to be read.
     Http(HttpPlan),
     /// An error answer is queued; the connection closes after it.
@@ -391,6 +408,7 @@ async fn handshake<S: Service>(
     worker: &Worker<S>,
     c: &mut Conn,
     timer: &timer::Slot<'_>,
+    peer: IpAddr,
 ) -> Result<Head<S::Handler>, Stop> {
     let settings = worker.settings();
     timer.reset(Instant::now() + settings.timeouts.handshake);
@@ -447,7 +465,7 @@ async fn handshake<S: Service>(
         let now = unix_now();
         // The answer goes out through the cork; only what the socket refuses stays with us.
         let mut cork = worker.cork.borrow_mut();
-        let decision = decide(worker, &buf[..head_len], now, &mut cork);
+        let decision = decide(worker, &buf[..head_len], (now, peer), &mut cork);
         // Straight out unless an earlier answer is still queued (order first).
         let sent = if c.has_output() {
             0
@@ -470,8 +488,12 @@ async fn handshake<S: Service>(
         return match decision {
             Decision::Respond => Ok(Head::Answered),
             Decision::Http(plan) => Ok(Head::Http(plan)),
-            Decision::Upgraded(handler, Verdict::Continue) => Ok(Head::Upgraded(handler)),
-            Decision::Upgraded(_, Verdict::Close(code, reason)) => Err(Stop::Close(code, reason)),
+            Decision::Upgraded(handler, Verdict::Continue, slot) => {
+                Ok(Head::Upgraded(handler, slot))
+            }
+            Decision::Upgraded(_, Verdict::Close(code, reason), _) => {
+                Err(Stop::Close(code, reason))
+            }
         };
     }
 }
@@ -479,14 +501,14 @@ async fn handshake<S: Service>(
 enum Decision<H> {
     Respond,
     Http(HttpPlan),
-    Upgraded(H, Verdict),
+    Upgraded(H, Verdict, Option<Box<IpSlot>>),
 }
 
 /// PROTOCOL.md §1-2 for one complete head: an HTTP error, or the 101 plus the handler's opening.
 fn decide<S: Service>(
     worker: &Worker<S>,
     head: &[u8],
-    now: u64,
+    (now, peer): (u64, IpAddr),
     out: &mut Vec<u8>,
 ) -> Decision<S::Handler> {
     let settings = worker.settings();
@@ -501,7 +523,7 @@ fn decide<S: Service>(
     };
     let (path, _) = http::split_target(request.path.unwrap_or(""));
     if path != settings.ws_path {
-        return http_head(worker, &request, path, out);
+        return http_head(worker, &request, (path, now), out);
     }
     let upgrade = match handshake::validate(&request, &settings.ws_path) {
         Ok(upgrade) => upgrade,
@@ -526,6 +548,13 @@ fn decide<S: Service>(
         worker.stats.reject(Rejection::Forbidden403);
         return Decision::Respond;
     }
+    let slot = match admit_address(worker, &settings, &request, peer) {
+        Ok(slot) => slot,
+        Err(retry_after) => {
+            respond(out, 503, &[("Retry-After", &retry_after.to_string())]);
+            return Decision::Respond;
+        }
+    };
     worker.stats.handshakes_ok.fetch_add(1, Ordering::Relaxed);
     let accept = handshake::accept_key(upgrade.key);
     handshake::write_101(out, &accept, upgrade.offers_v1);
@@ -535,8 +564,62 @@ fn decide<S: Service>(
     if out.len() > before {
         worker.stats.messages_out.fetch_add(1, Ordering::Relaxed);
     }
+    if settings.auth.ticket
+        && upgrade
+            .query
+            .is_some_and(|q| http::query_param(q, "ticket").is_some())
+    {
+        let counter = if handler.awaiting_auth() {
+            &worker.stats.tickets_refused
+        } else {
+            &worker.stats.tickets_redeemed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
     worker.stats.count_auth(handler.awaiting_auth(), verdict);
-    Decision::Upgraded(handler, verdict)
+    Decision::Upgraded(handler, verdict, slot)
+}
+
+/// The per-client-address limits (PROTOCOL.md §1's 503 row): the client is the peer, or the
+/// address a trusted proxy forwarded for. `Err` carries the Retry-After seconds.
+fn admit_address<S: Service>(
+    worker: &Worker<S>,
+    settings: &Settings,
+    request: &httparse::Request<'_, '_>,
+    peer: IpAddr,
+) -> Result<Option<Box<IpSlot>>, u32> {
+    let limits = &settings.rate.per_ip;
+    if !limits.is_limited() {
+        return Ok(None);
+    }
+    let proxies = &settings.rate.trusted_proxies;
+    let client = if proxies.is_empty() {
+        peer
+    } else {
+        let mut forwarded: [&[u8]; 8] = [&[]; 8];
+        let mut n = 0;
+        for h in request.headers.iter() {
+            if n < forwarded.len() && h.name.eq_ignore_ascii_case("x-forwarded-for") {
+                forwarded[n] = h.value;
+                n += 1;
+            }
+        }
+        proxies.client_ip(peer, &forwarded[..n])
+    };
+    // Boxed: only gateways with per-address limits pay for the slot in each connection.
+    let admitted = limits.admit(client, worker.shared.clock_ms());
+    admitted
+        .map(|slot| Some(Box::new(slot)))
+        .map_err(|refusal| {
+            let counter = match refusal {
+                Refusal::Rate { .. } => &worker.stats.ip_rate_refusals,
+                _ => &worker.stats.ip_concurrent_refusals,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            worker.stats.reject(Rejection::Unavailable503);
+            tracing::debug!(worker = worker.shared.id, %client, "per-address limit: {refusal}");
+            refusal.retry_after_secs(settings.retry_after_secs)
+        })
 }
 
 /// PROTOCOL.md §5 for a request head on any path but the WebSocket's: what can be decided before
@@ -544,7 +627,7 @@ fn decide<S: Service>(
 fn http_head<S: Service>(
     worker: &Worker<S>,
     request: &httparse::Request<'_, '_>,
-    path: &str,
+    (path, now): (&str, u64),
     out: &mut Vec<u8>,
 ) -> Decision<S::Handler> {
     let settings = worker.settings();
@@ -558,9 +641,13 @@ fn http_head<S: Service>(
     let keep_alive = api::wants_keep_alive(request.version.unwrap_or(0), headers);
     let plan = api::route(request.method.unwrap_or(""), path).and_then(|endpoint| {
         let body_len = api::expected_body(endpoint, headers, settings.max_body_bytes)?;
-        if endpoint == Endpoint::Publish {
+        if matches!(endpoint, Endpoint::Publish | Endpoint::Revoke) {
             api::authorize(&settings.api_keys, headers)?;
             api::check_content_type(headers)?;
+        }
+        if endpoint == Endpoint::WsAuth {
+            // Answered from the head; the (ignored) body is still read, for keep-alive.
+            issue_ticket(worker, &settings, headers, now, out, keep_alive)?;
         }
         Ok(HttpPlan {
             endpoint,
@@ -578,6 +665,84 @@ fn http_head<S: Service>(
             Decision::Respond
         }
     }
+}
+
+/// `POST /ws-auth`: a ticket for the bearer JWT, as `201 {"ticket":..,"expires_in":..}`.
+fn issue_ticket<S: Service>(
+    worker: &Worker<S>,
+    settings: &Settings,
+    headers: &[httparse::Header<'_>],
+    now: u64,
+    out: &mut Vec<u8>,
+    keep_alive: bool,
+) -> Result<(), api::ApiError> {
+    if !settings.auth.ticket {
+        return Err(api::ApiError::NotFound);
+    }
+    let token = api::single_header(headers, "authorization")
+        .and_then(session::bearer_token)
+        .ok_or(api::ApiError::Token(401, "missing bearer token"))?;
+    let state = &settings.auth.state;
+    let identity = settings
+        .auth
+        .verifier
+        .verify(token, now)
+        .and_then(|identity| {
+            if state.revocations.is_revoked(&identity, now) {
+                Err(crate::auth::AuthError::Revoked)
+            } else {
+                Ok(identity)
+            }
+        })
+        .map_err(|e| api::ApiError::Token(e.status(), e.detail()))?;
+    let ticket = state
+        .tickets
+        .issue(identity, now)
+        .map_err(|_| api::ApiError::Unavailable("too many tickets outstanding"))?;
+    worker.stats.tickets_issued.fetch_add(1, Ordering::Relaxed);
+    api::write_ticket(out, ticket.as_str(), ticket.expires_in(), keep_alive);
+    Ok(())
+}
+
+/// `POST /api/revoke`: records the revocation, then has every worker close the matching
+/// connections (4401) and waits for their count, at most five seconds.
+async fn revoke<S: Service>(worker: &Worker<S>, body: &[u8]) -> Result<usize, api::ApiError> {
+    let target = api::parse_revoke(body)?;
+    let settings = worker.settings();
+    let state = &settings.auth.state;
+    let now = unix_now();
+    let (by_user, id) = match &target {
+        api::RevokeTarget::User(user) => (true, user.as_ref()),
+        api::RevokeTarget::Jti(jti) => (false, jti.as_ref()),
+    };
+    let recorded = if by_user {
+        state.revocations.revoke_user(id, now)
+    } else {
+        state.revocations.revoke_jti(id, now)
+    };
+    recorded.map_err(|_| api::ApiError::Unavailable("too many revocations kept"))?;
+    let done = Arc::new(super::control::Countdown::new(worker.shared.controls.len()));
+    let job = super::control::Revoke {
+        by_user,
+        key: state.fingerprint(id),
+        done: done.clone(),
+    };
+    for control in worker.shared.controls.iter() {
+        control.post_revoke(job.clone());
+    }
+    let wait = settings
+        .timeouts
+        .close
+        .max(std::time::Duration::from_secs(5));
+    let closed = monoio::select! {
+        closed = done.wait() => closed,
+        _ = monoio::time::sleep(wait) => {
+            tracing::warn!("revocation: a worker did not report in time");
+            done.closed_so_far()
+        }
+    };
+    tracing::info!(by_user, closed, "revoked");
+    Ok(closed)
 }
 
 /// Reads an API request's body (within the handshake deadline), runs it, and queues the answer.
@@ -617,6 +782,17 @@ async fn http_request<S: Service>(
                 worker.shared.all_stats.iter().map(|s| &**s).collect();
             crate::metrics::render(&cores, &mut text);
             api::write_metrics(&mut answer, &text, plan.keep_alive);
+            plan.keep_alive
+        }
+        // Answered from the head already.
+        Endpoint::WsAuth => plan.keep_alive,
+        Endpoint::Revoke => {
+            let body = body.to_vec();
+            // Boxed: its wait would otherwise sit in every connection's state (a rare request).
+            match Box::pin(revoke(worker, &body)).await {
+                Ok(closed) => api::write_revoked(&mut answer, closed, plan.keep_alive),
+                Err(e) => api::write_error(&mut answer, &e, plan.keep_alive),
+            }
             plan.keep_alive
         }
         Endpoint::Publish => match api::parse_publish(body) {
@@ -687,6 +863,8 @@ struct Ws<H> {
     last_rx: Instant,
     pinged: bool,
     auth_deadline: Instant,
+    /// Inbound message rate (`--max-messages-per-sec`, `--burst`).
+    bucket: TokenBucket,
 }
 
 enum Event {
@@ -705,6 +883,7 @@ impl<H: Handler> Ws<H> {
             last_rx: now,
             pinged: false,
             auth_deadline: now + settings.timeouts.auth,
+            bucket: TokenBucket::new(settings.rate.burst, 0),
         }
     }
 }
@@ -731,6 +910,7 @@ async fn websocket<S: Service>(
         let now = (Instant::now(), unix_now());
         let result = process(&mut c.pending, ws, worker, &mut cork, now, &mut groups)
             .map(|used| drop(c.pending.drain(..used)));
+        note_identity(worker, &c.member, ws);
         // Same exit as every other batch: straight out, or queued within the budget.
         let result = uncork(worker, c, &mut cork).map_err(Stop::from).and(result);
         worker.after_batch();
@@ -775,9 +955,34 @@ fn next_deadline<H: Handler>(ws: &Ws<H>, settings: &Settings) -> Instant {
     let idle = ws.last_rx + if ws.pinged { t.keepalive } else { t.ping_after };
     if ws.handler.awaiting_auth() {
         idle.min(ws.auth_deadline)
+    } else if let Some(exp) = ws.handler.expires_at() {
+        // Computed at each wait rather than stored: one clock read, and no field in every
+        // connection's state.
+        idle.min(instant_of_unix(exp))
     } else {
         idle
     }
+}
+
+/// After input or the upgrade: a new identity (authentication, refresh) updates the
+/// fingerprints a revocation finds this connection by.
+fn note_identity<S: Service>(worker: &Worker<S>, member: &Member, ws: &mut Ws<S::Handler>) {
+    let Some((user, jti)) = ws.handler.take_changed_identity() else {
+        return;
+    };
+    let settings = worker.settings();
+    let state = &settings.auth.state;
+    member.user_key.set(state.fingerprint(user));
+    member
+        .jti_key
+        .set(jti.map_or(0, |jti| state.fingerprint(jti)));
+}
+
+/// The monotonic instant of a Unix time (now, when it has passed).
+fn instant_of_unix(secs: u64) -> Instant {
+    let at = UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+    Instant::now() + left
 }
 
 fn on_timer<H: Handler>(
@@ -788,6 +993,16 @@ fn on_timer<H: Handler>(
 ) -> Option<Stop> {
     let now = Instant::now();
     let t = &settings.timeouts;
+    if ws.handler.expires_at().is_some_and(|exp| exp <= unix_now()) {
+        // PROTOCOL §3: the token passed its exp without a refresh.
+        stats.expired_closes.fetch_add(1, Ordering::Relaxed);
+        let mut message = Vec::with_capacity(128);
+        frame::write_text_with(&mut message, |o| {
+            envelope::write_auth_failure(o, 401, "token expired");
+        });
+        c.queue(&message);
+        return Some(Stop::Close(CloseCode::TOKEN_INVALID, "token expired"));
+    }
     if ws.handler.awaiting_auth() && now >= ws.auth_deadline {
         stats.auth_timeout.fetch_add(1, Ordering::Relaxed);
         return Some(Stop::Close(
@@ -850,6 +1065,7 @@ fn read_and_process<S: Service>(
                 }
             })
         };
+        note_identity(worker, &c.member, ws);
         uncork(worker, c, &mut cork)?;
         if result.is_err() || n < scratch.len() {
             // A short read: the socket is (almost certainly) drained; readiness says if not.
@@ -929,6 +1145,15 @@ fn process<S: Service>(
             }
             Message::Pong(_) => Verdict::Continue,
             Message::Close(close) => return Err(Stop::PeerClose(close.map(|(code, _)| code))),
+            Message::Text(_) | Message::Binary(_)
+                if !within_rate(&mut ws.bucket, &settings, now, worker.epoch) =>
+            {
+                worker
+                    .stats
+                    .rate_limited_closes
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(Stop::Close(CloseCode::RATE_LIMITED, "rate limit exceeded"));
+            }
             Message::Text(text) => {
                 worker.stats.messages_in.fetch_add(1, Ordering::Relaxed);
                 let awaiting = ws.handler.awaiting_auth();
@@ -954,6 +1179,20 @@ fn process<S: Service>(
         ws.assembler.shrink();
     }
     Ok(pos)
+}
+
+/// Takes one message from the connection's bucket (always true without a limit).
+fn within_rate(
+    bucket: &mut TokenBucket,
+    settings: &Settings,
+    now: Instant,
+    epoch: Instant,
+) -> bool {
+    let rate = &settings.rate;
+    rate.messages_per_sec == 0 || {
+        let ms = u64::try_from(now.saturating_duration_since(epoch).as_millis());
+        bucket.take(rate.messages_per_sec, rate.burst, ms.unwrap_or(u64::MAX))
+    }
 }
 
 fn failure_reason(code: CloseCode) -> &'static str {
@@ -1091,6 +1330,10 @@ mod tests {
             hub: hub.clone(),
             stats: stats.clone(),
             all_stats: vec![stats.clone()].into(),
+            controls: vec![std::sync::Arc::new(
+                crate::runtime::control::Control::default(),
+            )]
+            .into(),
         };
         let hub = LocalHub::new(hub, 0);
         let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()

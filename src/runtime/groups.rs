@@ -41,6 +41,9 @@ pub(crate) struct Member {
     /// Bytes read from and written to the socket, for the connection's last log line.
     pub(crate) bytes_in: Cell<u64>,
     pub(crate) bytes_out: Cell<u64>,
+    /// Fingerprints of the authenticated user and token jti (0: none), which revocations match.
+    pub(crate) user_key: Cell<u64>,
+    pub(crate) jti_key: Cell<u64>,
 }
 
 impl std::fmt::Debug for Member {
@@ -63,7 +66,26 @@ impl Member {
             waker: Cell::new(None),
             bytes_in: Cell::new(0),
             bytes_out: Cell::new(0),
+            user_key: Cell::new(0),
+            jti_key: Cell::new(0),
         }
+    }
+
+    /// Closes the connection with the 401 `authentication` message and 4401 (a revocation, or
+    /// an expiry noticed elsewhere); a close already decided stays. Returns whether it was open.
+    pub(crate) fn revoke(&self, detail: &str) -> bool {
+        if self.closing.get().is_some() {
+            return false;
+        }
+        let mut message = Vec::with_capacity(160);
+        frame::write_text_with(&mut message, |o| {
+            envelope::write_auth_failure(o, 401, detail);
+        });
+        // Unbounded on purpose, like a Close: one short message ahead of the end.
+        let _ = self.outbox.borrow_mut().push_copy(&message, usize::MAX);
+        self.closing.set(Some(CloseCode::TOKEN_INVALID));
+        self.notify();
+        true
     }
 
     /// Asks the connection to close with 1001 after what is queued (shutdown); a close already
@@ -266,6 +288,23 @@ impl<S: Service> Worker<S> {
             }
             self.flush_dirty();
         }
+    }
+
+    /// Closes this core's connections matching a revocation; returns how many.
+    pub(crate) fn revoke(&self, job: &super::control::Revoke) -> usize {
+        let members: Vec<Rc<Member>> = self
+            .members
+            .borrow()
+            .iter()
+            .filter(|m| {
+                let key = if job.by_user { &m.user_key } else { &m.jti_key };
+                key.get() == job.key
+            })
+            .cloned()
+            .collect();
+        let closed = members.iter().filter(|m| m.revoke("token revoked")).count();
+        self.stats.revoked_closes.fetch_add(closed as u64, RELAXED);
+        closed
     }
 
     /// Removes a member from every group (and this core's interest in groups it emptied).

@@ -57,6 +57,9 @@ pub struct Handle {
     stats: Vec<Arc<CoreStats>>,
     controls: Vec<Arc<Control>>,
     probes: Arc<AtomicU64>,
+    /// The process-wide state a reload must keep (tickets, revocations, per-address counts).
+    auth_state: Arc<crate::config::AuthState>,
+    per_ip: Arc<crate::limits::IpLimits>,
 }
 
 impl Handle {
@@ -77,7 +80,9 @@ impl Handle {
     /// open connections stay open. Returns once each worker applied them, or an error naming
     /// the workers that did not within `wait`. Only what a reload may change should differ from
     /// the settings the server started with (the listeners and worker count stay).
-    pub fn reload(&self, settings: Settings, wait: Duration) -> Result<(), String> {
+    pub fn reload(&self, mut settings: Settings, wait: Duration) -> Result<(), String> {
+        settings.auth.state = self.auth_state.clone();
+        settings.rate.per_ip = self.per_ip.clone();
         let settings = Arc::new(settings);
         for control in &self.controls {
             control.post_settings(settings.clone());
@@ -183,13 +188,15 @@ pub fn start<S: Service>(settings: Settings, service: S) -> io::Result<Server> {
     let all_stats: Arc<[Arc<CoreStats>]> = stats.clone().into();
     let (ready_tx, ready_rx) = mpsc::channel::<(usize, io::Result<Driver>)>();
     let mut stops = Vec::with_capacity(settings.workers);
-    let mut controls = Vec::with_capacity(settings.workers);
+    let controls: Vec<Arc<Control>> = (0..settings.workers)
+        .map(|_| Arc::new(Control::default()))
+        .collect();
+    let all_controls: Arc<[Arc<Control>]> = controls.clone().into();
     let mut threads = Vec::with_capacity(settings.workers);
     for (id, listener) in listeners.into_iter().enumerate() {
         let stop = Arc::new(Stop::default());
         stops.push(stop.clone());
-        let control = Arc::new(Control::default());
-        controls.push(control.clone());
+        let control = controls[id].clone();
         let shared = WorkerShared {
             id,
             settings: settings.clone(),
@@ -198,6 +205,7 @@ pub fn start<S: Service>(settings: Settings, service: S) -> io::Result<Server> {
             hub: hub.clone(),
             stats: stats[id].clone(),
             all_stats: all_stats.clone(),
+            controls: all_controls.clone(),
         };
         let ready_tx = ready_tx.clone();
         let thread = std::thread::Builder::new()
@@ -224,8 +232,10 @@ pub fn start<S: Service>(settings: Settings, service: S) -> io::Result<Server> {
         threads,
         handle: Handle {
             stats,
-            controls,
+            controls: controls.clone(),
             probes: Arc::new(AtomicU64::new(0)),
+            auth_state: settings.auth.state.clone(),
+            per_ip: settings.rate.per_ip.clone(),
         },
     };
     match failure {
@@ -283,6 +293,9 @@ fn bind_listeners(settings: &Settings, driver: Driver) -> io::Result<Vec<StdList
     Ok(listeners)
 }
 
+/// The one millisecond clock every worker reads for per-address limits (they share the table).
+static CLOCK: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
 /// What a worker shares with the others: read-only settings and the global connection count.
 pub(crate) struct WorkerShared<S> {
     pub(crate) id: usize,
@@ -293,6 +306,16 @@ pub(crate) struct WorkerShared<S> {
     pub(crate) stats: Arc<CoreStats>,
     /// Every core's counters, for `GET /metrics` on any core.
     pub(crate) all_stats: Arc<[Arc<CoreStats>]>,
+    /// Every core's control slot, for revocations posted from any core.
+    pub(crate) controls: Arc<[Arc<Control>]>,
+}
+
+impl<S> WorkerShared<S> {
+    /// Milliseconds on the process-wide clock of the per-address limits.
+    pub(crate) fn clock_ms(&self) -> u64 {
+        let start = CLOCK.get_or_init(Instant::now);
+        u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
 }
 
 fn run_worker<S: Service>(
@@ -396,6 +419,17 @@ async fn worker_main<S: Service>(
     monoio::spawn(async move { timers.timers.drive().await });
     let inbox = worker.clone();
     monoio::spawn(async move { inbox.drain_inbox().await });
+    let per_ip = worker.settings().rate.per_ip.clone();
+    if id == 0 && per_ip.is_limited() {
+        // Addresses whose connections all ended are forgotten once their bucket is full again.
+        let clock = worker.clone();
+        monoio::spawn(async move {
+            loop {
+                monoio::time::sleep(Duration::from_secs(1)).await;
+                per_ip.sweep(clock.shared.clock_ms());
+            }
+        });
+    }
     let controlled = worker.clone();
     monoio::spawn(async move {
         loop {
@@ -403,6 +437,10 @@ async fn worker_main<S: Service>(
             if let Some(settings) = settings {
                 controlled.replace_settings(&settings);
                 tracing::debug!(worker = controlled.shared.id, "reloaded settings in force");
+            }
+            for job in control.take_jobs() {
+                let closed = controlled.revoke(&job);
+                job.done.report(closed);
             }
             control.acknowledge(probe);
         }
@@ -491,6 +529,15 @@ impl Handler for Session {
 
     fn awaiting_auth(&self) -> bool {
         !self.is_authenticated()
+    }
+
+    fn expires_at(&self) -> Option<u64> {
+        Session::expires_at(self)
+    }
+
+    fn take_changed_identity(&mut self) -> Option<(&str, Option<&str>)> {
+        self.take_changed_identity()
+            .map(|id| (id.user.as_str(), id.jti.as_ref().map(|j| j.as_str())))
     }
 }
 
