@@ -104,10 +104,11 @@ pub enum KeyError {
     UnknownAlgorithm(String),
 }
 
-/// A string of at most `N` bytes stored inline (no heap).
+/// A string of at most `N` bytes (`N` ≤ 255) stored inline (no heap). The length is one byte:
+/// identities live in every connection's state, whose size is watched.
 #[derive(Clone, Copy)]
 pub struct InlineStr<const N: usize> {
-    len: usize,
+    len: u8,
     bytes: [u8; N],
 }
 
@@ -122,7 +123,7 @@ impl<const N: usize> InlineStr<N> {
     /// The stored text.
     pub fn as_str(&self) -> &str {
         // Invariant: bytes[..len] is a copy of whole `&str`s, so it is UTF-8.
-        let filled = self.bytes.get(..self.len).unwrap_or_default();
+        let filled = self.bytes.get(..usize::from(self.len)).unwrap_or_default();
         std::str::from_utf8(filled).unwrap_or_default()
     }
 }
@@ -139,10 +140,11 @@ impl<const N: usize> Default for InlineStr<N> {
 impl<const N: usize> fmt::Write for InlineStr<N> {
     /// Appends all of `s` or, when it does not fit, nothing (and fails).
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        let end = self.len.checked_add(s.len()).ok_or(fmt::Error)?;
-        let slot = self.bytes.get_mut(self.len..end).ok_or(fmt::Error)?;
+        let start = usize::from(self.len);
+        let end = start.checked_add(s.len()).ok_or(fmt::Error)?;
+        let slot = self.bytes.get_mut(start..end).ok_or(fmt::Error)?;
         slot.copy_from_slice(s.as_bytes());
-        self.len = end;
+        self.len = u8::try_from(end).map_err(|_| fmt::Error)?;
         Ok(())
     }
 }
@@ -214,9 +216,9 @@ pub struct Identity {
     pub exp: u64,
     /// The `jti` claim, for the revocation list.
     pub jti: Option<InlineStr<MAX_ID>>,
-    /// The `iat` claim (Unix seconds), when present: a user's revocation refuses the tokens
+    /// The `iat` claim (Unix seconds; 0 when absent): a user's revocation refuses the tokens
     /// issued before it.
-    pub iat: Option<u64>,
+    pub iat: u64,
     /// The `groups` claim; empty when the token has none.
     pub groups: GroupPatterns,
 }
@@ -465,7 +467,7 @@ impl Verifier {
             // Not expired means exp > now - leeway >= -leeway; below zero only when now < leeway.
             exp: u64::try_from(exp).unwrap_or(0),
             jti,
-            iat: iat.and_then(|iat| u64::try_from(iat).ok()),
+            iat: iat.and_then(|iat| u64::try_from(iat).ok()).unwrap_or(0),
             groups,
         })
     }

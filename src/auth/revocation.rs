@@ -80,7 +80,7 @@ impl Revocations {
             .and_then(|jti| lists.jtis.get(jti.as_str()));
         let user = lists.users.get(identity.user.as_str());
         jti.is_some_and(|&at| live(at))
-            || user.is_some_and(|&at| live(at) && identity.iat.is_none_or(|iat| iat <= at))
+            || user.is_some_and(|&at| live(at) && (identity.iat == 0 || identity.iat <= at))
     }
 
     /// Stored entries, users and `jti`s together (expired ones count until swept), for metrics.
@@ -165,7 +165,7 @@ mod tests {
             user: InlineStr::new(user).unwrap(),
             exp: R + 3600,
             jti: jti.map(|j| InlineStr::new(j).unwrap()),
-            iat,
+            iat: iat.unwrap_or(0),
             groups: GroupPatterns::empty(),
         }
     }

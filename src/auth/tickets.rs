@@ -240,7 +240,7 @@ mod tests {
             user: InlineStr::new(user).unwrap(),
             exp,
             jti: InlineStr::new("j-1"),
-            iat: Some(NOW - 60),
+            iat: NOW - 60,
             groups: GroupPatterns::parse(["room.*"]).unwrap(),
         }
     }

@@ -7,7 +7,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -322,11 +322,11 @@ pub(crate) fn serve<S: Service>(
         let _ = conn.stream.set_nodelay(true);
         // No await inside the match, and no Option around the handler: either would keep a
         // second copy alive next to `ws` for the connection's whole life.
-        let (handler, _ip_slot) = 'upgrade: {
+        let (handler, ip_slot) = 'upgrade: {
             loop {
                 // Only the small plan leaves this match: the handshake's result must not stay
                 // alive across an await next to `ws`.
-                let plan = match handshake(&worker, &mut conn, &timer, peer.ip()).await {
+                let plan = match handshake(&worker, &mut conn, &timer).await {
                     Ok(Head::Upgraded(handler, slot)) => break 'upgrade (handler, slot),
                     Ok(Head::Http(plan)) => plan,
                     Ok(Head::Answered) => break,
@@ -355,6 +355,11 @@ pub(crate) fn serve<S: Service>(
             finish(&worker, &mut conn, &timer).await;
             return;
         };
+        // The address's place in the per-address count lives as long as the connection.
+        conn.member.ip_slot.set(ip_slot);
+        conn.member
+            .bucket
+            .set(TokenBucket::new(worker.settings().rate.burst, 0));
         let mut ws = Ws::new(handler, &worker.settings());
         note_identity(&worker, &conn.member, &mut ws);
         let key = worker.members.borrow_mut().insert(conn.member.clone());
@@ -408,7 +413,6 @@ async fn handshake<S: Service>(
     worker: &Worker<S>,
     c: &mut Conn,
     timer: &timer::Slot<'_>,
-    peer: IpAddr,
 ) -> Result<Head<S::Handler>, Stop> {
     let settings = worker.settings();
     timer.reset(Instant::now() + settings.timeouts.handshake);
@@ -465,7 +469,7 @@ async fn handshake<S: Service>(
         let now = unix_now();
         // The answer goes out through the cork; only what the socket refuses stays with us.
         let mut cork = worker.cork.borrow_mut();
-        let decision = decide(worker, &buf[..head_len], (now, peer), &mut cork);
+        let decision = decide(worker, &buf[..head_len], (now, c.fd), &mut cork);
         // Straight out unless an earlier answer is still queued (order first).
         let sent = if c.has_output() {
             0
@@ -508,7 +512,7 @@ enum Decision<H> {
 fn decide<S: Service>(
     worker: &Worker<S>,
     head: &[u8],
-    (now, peer): (u64, IpAddr),
+    (now, fd): (u64, RawFd),
     out: &mut Vec<u8>,
 ) -> Decision<S::Handler> {
     let settings = worker.settings();
@@ -548,7 +552,7 @@ fn decide<S: Service>(
         worker.stats.reject(Rejection::Forbidden403);
         return Decision::Respond;
     }
-    let slot = match admit_address(worker, &settings, &request, peer) {
+    let slot = match admit_address(worker, &settings, &request, fd) {
         Ok(slot) => slot,
         Err(retry_after) => {
             respond(out, 503, &[("Retry-After", &retry_after.to_string())]);
@@ -586,12 +590,17 @@ fn admit_address<S: Service>(
     worker: &Worker<S>,
     settings: &Settings,
     request: &httparse::Request<'_, '_>,
-    peer: IpAddr,
+    fd: RawFd,
 ) -> Result<Option<Box<IpSlot>>, u32> {
     let limits = &settings.rate.per_ip;
     if !limits.is_limited() {
         return Ok(None);
     }
+    // Asked of the socket only here (a gateway with per-address limits), so that no
+    // connection carries its address around.
+    let Some(peer) = sys::peer_ip(fd) else {
+        return Ok(None);
+    };
     let proxies = &settings.rate.trusted_proxies;
     let client = if proxies.is_empty() {
         peer
@@ -863,8 +872,6 @@ struct Ws<H> {
     last_rx: Instant,
     pinged: bool,
     auth_deadline: Instant,
-    /// Inbound message rate (`--max-messages-per-sec`, `--burst`).
-    bucket: TokenBucket,
 }
 
 enum Event {
@@ -883,7 +890,6 @@ impl<H: Handler> Ws<H> {
             last_rx: now,
             pinged: false,
             auth_deadline: now + settings.timeouts.auth,
-            bucket: TokenBucket::new(settings.rate.burst, 0),
         }
     }
 }
@@ -908,7 +914,8 @@ async fn websocket<S: Service>(
             member: &c.member,
         };
         let now = (Instant::now(), unix_now());
-        let result = process(&mut c.pending, ws, worker, &mut cork, now, &mut groups)
+        let input = (&mut groups as &mut dyn Groups, &c.member.bucket);
+        let result = process(&mut c.pending, ws, worker, &mut cork, now, input)
             .map(|used| drop(c.pending.drain(..used)));
         note_identity(worker, &c.member, ws);
         // Same exit as every other batch: straight out, or queued within the budget.
@@ -1052,12 +1059,14 @@ fn read_and_process<S: Service>(
         };
         let now = (Instant::now(), unix_now());
         let result = if c.pending.is_empty() {
-            process(&mut scratch[..n], ws, worker, &mut cork, now, &mut groups).map(|used| {
+            let input = (&mut groups as &mut dyn Groups, &c.member.bucket);
+            process(&mut scratch[..n], ws, worker, &mut cork, now, input).map(|used| {
                 c.pending.extend_from_slice(&scratch[used..n]);
             })
         } else {
             c.pending.extend_from_slice(&scratch[..n]);
-            process(&mut c.pending, ws, worker, &mut cork, now, &mut groups).map(|used| {
+            let input = (&mut groups as &mut dyn Groups, &c.member.bucket);
+            process(&mut c.pending, ws, worker, &mut cork, now, input).map(|used| {
                 c.pending.drain(..used);
                 if c.pending.is_empty() {
                     // Partial frames are the exception: an idle connection keeps no buffer.
@@ -1117,7 +1126,7 @@ fn process<S: Service>(
     worker: &Worker<S>,
     out: &mut Vec<u8>,
     (now, unix): (Instant, u64),
-    groups: &mut dyn Groups,
+    (groups, bucket): (&mut dyn Groups, &Cell<TokenBucket>),
 ) -> Result<usize, Stop> {
     let settings = worker.settings();
     let mut pos = 0;
@@ -1146,7 +1155,7 @@ fn process<S: Service>(
             Message::Pong(_) => Verdict::Continue,
             Message::Close(close) => return Err(Stop::PeerClose(close.map(|(code, _)| code))),
             Message::Text(_) | Message::Binary(_)
-                if !within_rate(&mut ws.bucket, &settings, now, worker.epoch) =>
+                if !within_rate(bucket, &settings, now, worker.epoch) =>
             {
                 worker
                     .stats
@@ -1183,7 +1192,7 @@ fn process<S: Service>(
 
 /// Takes one message from the connection's bucket (always true without a limit).
 fn within_rate(
-    bucket: &mut TokenBucket,
+    bucket: &Cell<TokenBucket>,
     settings: &Settings,
     now: Instant,
     epoch: Instant,
@@ -1191,7 +1200,10 @@ fn within_rate(
     let rate = &settings.rate;
     rate.messages_per_sec == 0 || {
         let ms = u64::try_from(now.saturating_duration_since(epoch).as_millis());
-        bucket.take(rate.messages_per_sec, rate.burst, ms.unwrap_or(u64::MAX))
+        let mut current = bucket.get();
+        let allowed = current.take(rate.messages_per_sec, rate.burst, ms.unwrap_or(u64::MAX));
+        bucket.set(current);
+        allowed
     }
 }
 
@@ -1237,7 +1249,9 @@ async fn end<S: Service>(
         }
     };
     c.queue(&close);
-    finish(worker, c, timer).await;
+    // Boxed: the closing wait would otherwise widen every connection's state for its whole life
+    // (one allocation per close, beside a handful of syscalls).
+    Box::pin(finish(worker, c, timer)).await;
     (code, reason)
 }
 
@@ -1347,7 +1361,10 @@ mod tests {
             let stream = TcpStream::connect(addr).await.unwrap();
             let task = serve(worker, stream, addr);
             let size = std::mem::size_of_val(&task);
-            assert!(size <= 1_000, "connection future grew to {size} bytes");
+            // 936 bytes was measured to still fit, with monoio's task header, in mimalloc's 1 KiB
+            // class; at 984 the idle cost per connection jumped by 270 bytes (the next class is
+            // 1,280). Widening the state needs an idle measurement, not just a new limit here.
+            assert!(size <= 936, "connection future grew to {size} bytes");
         });
     }
 }

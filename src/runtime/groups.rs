@@ -44,6 +44,11 @@ pub(crate) struct Member {
     /// Fingerprints of the authenticated user and token jti (0: none), which revocations match.
     pub(crate) user_key: Cell<u64>,
     pub(crate) jti_key: Cell<u64>,
+    /// Inbound message rate (`--max-messages-per-sec`, `--burst`); here rather than in the
+    /// connection task, whose size is watched (this allocation's size class has room).
+    pub(crate) bucket: Cell<crate::limits::TokenBucket>,
+    /// The client address's place in the per-address count, while the connection lives.
+    pub(crate) ip_slot: Cell<Option<Box<crate::limits::IpSlot>>>,
 }
 
 impl std::fmt::Debug for Member {
@@ -68,6 +73,8 @@ impl Member {
             bytes_out: Cell::new(0),
             user_key: Cell::new(0),
             jti_key: Cell::new(0),
+            bucket: Cell::new(crate::limits::TokenBucket::new(1, 0)),
+            ip_slot: Cell::new(None),
         }
     }
 
