@@ -7,12 +7,14 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::process::Command;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
-use serde_json::Value;
+use serde_json::{Value, json};
 use sha2::Sha256;
 use wsgate::auth::{Algorithm, AuthError, Verifier};
 
@@ -280,5 +282,108 @@ fn rs256_and_es256_tokens_with_pem_keys() {
     let es_from_rsa = Verifier::from_public_pem(Algorithm::Es256, text(&out, "rsa_pem").as_bytes());
     if let Ok(v) = es_from_rsa {
         assert!(v.verify(text(&out, "es256").as_bytes(), NOW).is_err());
+    }
+}
+
+/// Mints simplejwt-shaped access tokens with `groups` at the current time, and trades one for a
+/// ticket the way a Django backend or a browser would (`POST /ws-auth` with urllib).
+const TICKET_SCRIPT: &str = r#"
+import json, sys, time, uuid, urllib.request
+import jwt
+
+secret, base = sys.argv[1], sys.argv[2]
+now = int(time.time())
+
+def token(user_id, **extra):
+    payload = {
+        "token_type": "access",
+        "exp": now + 300,
+        "iat": now,
+        "jti": uuid.uuid4().hex,
+        "user_id": user_id,
+    }
+    payload.update(extra)
+    return jwt.encode(payload, secret, algorithm="HS256")
+
+int_token = token(7, groups=["room.*"])
+str_token = token("42", groups=["chat.lobby"])
+request = urllib.request.Request(
+    base + "/ws-auth", data=b"", method="POST",
+    headers={"Authorization": "Bearer " + str_token},
+)
+# Straight to the gateway, whatever proxy the environment names.
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+with opener.open(request, timeout=5) as response:
+    status = response.status
+    cache_control = response.headers.get("Cache-Control")
+    answer = json.loads(response.read())
+
+print(json.dumps({
+    "int_token": int_token,
+    "status": status,
+    "cache_control": cache_control,
+    "answer": answer,
+}))
+"#;
+
+#[test]
+fn a_simplejwt_token_from_python_buys_a_ticket_for_the_upgrade() {
+    require("jwt", "pyjwt");
+    let env = wsgate::config::Env {
+        jwt_secret: Some(SECRET.into()),
+        ..wsgate::config::Env::default()
+    };
+    for driver in common::drivers() {
+        let srv = common::start_with_env(driver, &["--allowed-origins", "*"], env.clone());
+        let base = format!("http://{}", srv.addr);
+        let out = run(TICKET_SCRIPT, &[SECRET, &base]);
+
+        // Python did the POST: 201, not cacheable, a ticket for user "42".
+        assert_eq!(out["status"], 201, "{driver}: {out}");
+        assert_eq!(out["cache_control"], "no-store", "{driver}");
+        assert_eq!(out["answer"]["expires_in"], 10, "{driver}");
+        let python_ticket = text(&out["answer"], "ticket").to_owned();
+
+        // The Rust client trades the integer-`user_id` token itself.
+        let r = common::post_ws_auth(srv.addr, Some(text(&out, "int_token")));
+        assert_eq!(r.status, 201, "{driver}");
+        assert_eq!(r.header("cache-control"), Some("no-store"));
+        let rust_ticket = text(&r.json(), "ticket").to_owned();
+
+        // (ticket, user, a group its token allows, one it does not)
+        let cases = [
+            (rust_ticket, "7", "room.1", "chat.lobby"),
+            (python_ticket, "42", "chat.lobby", "room.1"),
+        ];
+        for (ticket, user, allowed, denied) in cases {
+            let path = format!("/ws?ticket={ticket}");
+            let (mut ws, response) = common::ws_connect_path(srv.addr, &path, &[]).unwrap();
+            assert_eq!(response.status(), 101);
+            assert_eq!(
+                common::next_json(&mut ws),
+                common::auth_ok(user),
+                "{driver}"
+            );
+            assert_eq!(
+                common::ws_command(&mut ws, json!({"action": "join", "group": allowed})),
+                json!({"action": "joined", "group": allowed}),
+                "{driver}: user {user}"
+            );
+            let refused = common::ws_command(&mut ws, json!({"action": "join", "group": denied}));
+            assert_eq!(
+                refused["payload"]["status_code"], 403,
+                "{driver}: {refused}"
+            );
+            // Single use, for Python's tickets as for any.
+            let (mut again, _) = common::ws_connect_path(srv.addr, &path, &[]).unwrap();
+            let (texts, close) = common::read_until_close(&mut again);
+            assert_eq!(texts.len(), 1, "{driver}: {texts:?}");
+            let failure: Value = serde_json::from_str(&texts[0]).unwrap();
+            assert_eq!(
+                failure,
+                common::auth_failure(401, "invalid or expired ticket")
+            );
+            assert_eq!(close.map(|c| c.0), Some(4401), "{driver}");
+        }
     }
 }

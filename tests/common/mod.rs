@@ -379,3 +379,148 @@ pub fn command(s: &mut TcpStream, cmd: Value) -> Value {
     send_frame(s, 0x81, cmd.to_string().as_bytes());
     read_json(s)
 }
+
+/// The exact authentication failure message PROTOCOL.md §6 specifies (401 or 403).
+pub fn auth_failure(status: u16, detail: &str) -> Value {
+    let text = match status {
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        other => panic!("no authentication failure has status {other}"),
+    };
+    json!({"action":"authentication","payload":{"status_code":status,"status_text":text,"data":{"detail":detail}}})
+}
+
+/// One HTTP response: status, head, and the body its `Content-Length` announced.
+pub struct HttpResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The body as JSON (panics, showing the body, when it is not).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The value of header `name` (case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// Reads one response (head, then a `Content-Length` body) from `s`.
+pub fn read_http_response(s: &mut TcpStream) -> HttpResponse {
+    let head = read_head(s);
+    let mut response = HttpResponse {
+        status: status(&head),
+        head,
+        body: Vec::new(),
+    };
+    let len = response
+        .header("content-length")
+        .map_or(0, |v| v.parse::<usize>().unwrap());
+    response.body = vec![0; len];
+    s.read_exact(&mut response.body).unwrap();
+    response
+}
+
+/// Sends one raw HTTP request on a new connection and reads the response.
+pub fn http_call(addr: SocketAddr, raw: &str) -> HttpResponse {
+    let mut s = tcp(addr);
+    s.write_all(raw.as_bytes()).unwrap();
+    read_http_response(&mut s)
+}
+
+/// `POST /ws-auth`, with `Authorization: Bearer <bearer>` when given.
+pub fn post_ws_auth(addr: SocketAddr, bearer: Option<&str>) -> HttpResponse {
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    http_call(
+        addr,
+        &format!(
+            "POST /ws-auth HTTP/1.1\r\nHost: gw\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        ),
+    )
+}
+
+/// A ticket for `token` from `POST /ws-auth` (which must answer 201).
+pub fn ticket_for(addr: SocketAddr, token: &str) -> String {
+    let r = post_ws_auth(addr, Some(token));
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    r.json()["ticket"].as_str().unwrap().to_owned()
+}
+
+/// A tungstenite client on `path` (which may carry a query); `headers` are extra request headers.
+pub fn ws_connect_path(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(Ws, tungstenite::handshake::client::Response), tungstenite::Error> {
+    use tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
+    for (name, value) in headers {
+        request.headers_mut().append(
+            tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    tungstenite::client(request, tcp(addr)).map_err(|e| match e {
+        tungstenite::HandshakeError::Failure(e) => e,
+        tungstenite::HandshakeError::Interrupted(_) => panic!("blocking handshake interrupted"),
+    })
+}
+
+/// Sends one command from a tungstenite client and returns the next text message.
+pub fn ws_command(ws: &mut Ws, cmd: Value) -> Value {
+    ws.send(Message::text(cmd.to_string())).unwrap();
+    next_json(ws)
+}
+
+/// The sum over every core of one of the server's counters.
+pub fn stat_sum(
+    srv: &TestServer,
+    field: fn(&wsgate::metrics::CoreStats) -> &std::sync::atomic::AtomicU64,
+) -> u64 {
+    srv.stats()
+        .iter()
+        .map(|s| field(s).load(std::sync::atomic::Ordering::Relaxed))
+        .sum()
+}
+
+/// `GET /metrics` and the sum of the samples of `family` (every core, every label).
+pub fn metric_sum(addr: SocketAddr, family: &str) -> u64 {
+    let r = http_call(
+        addr,
+        "GET /metrics HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8(r.body).unwrap();
+    let samples: Vec<u64> = text
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(family)
+                .is_some_and(|rest| rest.starts_with('{'))
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(!samples.is_empty(), "{family} missing from\n{text}");
+    samples.iter().sum()
+}
+
+/// Polls `condition` (the server's state, never the clock) until it holds; fails after 5 s.
+pub fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
