@@ -212,7 +212,7 @@ impl<const N: usize> fmt::Display for InlineStr<N> {
 pub struct Identity {
     /// The user id from `user_id` (simplejwt) or else `sub`; integers rendered in decimal.
     pub user: InlineStr<MAX_ID>,
-    /// The `exp` claim (Unix seconds).
+    /// When the token stops being accepted (Unix seconds): its `exp` claim plus the leeway.
     pub exp: u64,
     /// The `jti` claim, for the revocation list.
     pub jti: Option<InlineStr<MAX_ID>>,
@@ -464,8 +464,9 @@ impl Verifier {
 
         Ok(Identity {
             user,
-            // Not expired means exp > now - leeway >= -leeway; below zero only when now < leeway.
-            exp: u64::try_from(exp).unwrap_or(0),
+            // When the token stops being accepted: exp plus the leeway, the same rule as the
+            // check above (a connection closes then, a ticket lives at most until then).
+            exp: u64::try_from(exp.saturating_add(leeway)).unwrap_or(0),
             jti,
             iat: iat.and_then(|iat| u64::try_from(iat).ok()).unwrap_or(0),
             groups,

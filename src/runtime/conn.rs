@@ -331,9 +331,21 @@ pub(crate) fn serve<S: Service>(
                     Ok(Head::Http(plan)) => plan,
                     Ok(Head::Answered) => break,
                     Err(Stop::Close(code, reason)) => {
+                        // Upgraded, then refused at once (an upgrade-time credential failed):
+                        // a connection all the same, with its one line.
                         let mut close = Vec::new();
                         frame::write_close(&mut close, code, reason);
                         conn.queue(&close);
+                        tracing::info!(
+                            worker = worker.shared.id,
+                            %peer,
+                            duration_ms = 0u64,
+                            close_code = code.0,
+                            reason,
+                            bytes_in = conn.member.bytes_in.get(),
+                            bytes_out = conn.member.bytes_out.get(),
+                            "connection ended"
+                        );
                         break;
                     }
                     Err(Stop::TimedOut) => {
