@@ -8,11 +8,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::Barrier;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
@@ -396,93 +395,25 @@ fn the_ticket_table_is_bounded_and_a_bad_bearer_gets_401() {
 }
 
 /// The gateway binary with the test secret and JSON logs at debug level; stderr collected.
-struct Process {
-    child: std::process::Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Process {
-    fn start(driver: &str) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wsgate"));
-        for (key, _) in std::env::vars() {
-            if key.starts_with("WSGATE_")
-                || key.starts_with("NOTIFY_")
-                || key.starts_with("WATCHDOG_")
-            {
-                cmd.env_remove(key);
-            }
-        }
-        let mut child = cmd
-            .env("WSGATE_JWT_SECRET", SECRET)
-            .args(["--listen", "127.0.0.1:0", "--print-addr", "--workers", "1"])
-            .args(["--log-format", "json", "--log-level", "debug"])
-            .args(["--allowed-origins", "*", "--shutdown-timeout", "2"])
-            .args(["--driver", driver])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("no address: {line:?}"));
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let lines = log.clone();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let reader = std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        });
-        Self {
-            child,
-            addr,
-            log,
-            reader: Some(reader),
-        }
-    }
-
-    /// SIGTERM, then every line the process wrote once it has exited.
-    fn stop(mut self) -> Vec<String> {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        self.reader.take().unwrap().join().unwrap();
-        self.log.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn logged_gateway(driver: &str) -> Process {
+    Process::start(&mut wsgate_binary(&[
+        "--workers",
+        "1",
+        "--log-level",
+        "debug",
+        "--allowed-origins",
+        "*",
+        "--shutdown-timeout",
+        "2",
+        "--driver",
+        driver,
+    ]))
 }
 
 #[test]
 fn tickets_never_reach_the_log() {
     for driver in drivers() {
-        let gateway = Process::start(driver);
+        let gateway = logged_gateway(driver);
         let addr = gateway.addr;
         let token = access(json!("lou"), &["room.*"], json!({}));
         let redeemed = ticket_for(addr, &token);

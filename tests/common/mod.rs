@@ -524,3 +524,118 @@ pub fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(2));
     }
 }
+
+// ---- the binary, as an operator or a service manager runs it ----
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// The gateway binary with a clean environment, the test secret, and its address on stdout.
+pub fn wsgate_binary(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wsgate"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("WSGATE_") || key.starts_with("NOTIFY_") || key.starts_with("WATCHDOG_")
+        {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("WSGATE_JWT_SECRET", SECRET)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--print-addr",
+            "--log-format",
+            "json",
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// A running gateway process: killed when the test ends, however it ends.
+pub struct Process {
+    pub child: Child,
+    pub addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+    /// Reads stderr until the process closes it.
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Process {
+    pub fn start(cmd: &mut Command) -> Self {
+        let mut child = cmd.spawn().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let addr = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("no address: {line:?}"));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lines = log.clone();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let reader = std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        Self {
+            child,
+            addr,
+            log,
+            reader: Some(reader),
+        }
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, at most `limit`; returns its status and how long it took.
+    pub fn wait_exit(&mut self, limit: Duration) -> (ExitStatus, Duration) {
+        let started = Instant::now();
+        let deadline = started + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let took = started.elapsed();
+                // Every line the process wrote is in `log` once its stderr is closed.
+                if let Some(reader) = self.reader.take() {
+                    reader.join().unwrap();
+                }
+                return (status, took);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running after {limit:?}; log: {:?}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// SIGTERM, then every line the process wrote once it has exited.
+    pub fn stop(mut self) -> Vec<String> {
+        self.signal("TERM");
+        self.wait_exit(Duration::from_secs(10));
+        self.log()
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
