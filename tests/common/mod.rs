@@ -215,10 +215,7 @@ pub fn ws_connect(
             value.parse().unwrap(),
         );
     }
-    tungstenite::client(request, tcp(addr)).map_err(|e| match e {
-        tungstenite::HandshakeError::Failure(e) => e,
-        tungstenite::HandshakeError::Interrupted(_) => panic!("blocking handshake interrupted"),
-    })
+    client_handshake(request, addr)
 }
 
 /// Connects and authenticates with a first-frame token; returns the socket and the reply.
@@ -470,10 +467,7 @@ pub fn ws_connect_path(
             value.parse().unwrap(),
         );
     }
-    tungstenite::client(request, tcp(addr)).map_err(|e| match e {
-        tungstenite::HandshakeError::Failure(e) => e,
-        tungstenite::HandshakeError::Interrupted(_) => panic!("blocking handshake interrupted"),
-    })
+    client_handshake(request, addr)
 }
 
 /// Sends one command from a tungstenite client and returns the next text message.
@@ -638,4 +632,28 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The blocking tungstenite handshake on a new connection. A signal delivered to this test
+/// process (another test's child exiting, say) can end a blocking read with EINTR mid-handshake;
+/// the handshake cannot resume, so a new connection is made, as a client's retry would.
+fn client_handshake(
+    request: tungstenite::handshake::client::Request,
+    addr: SocketAddr,
+) -> Result<(Ws, tungstenite::handshake::client::Response), tungstenite::Error> {
+    for _ in 0..3 {
+        match tungstenite::client(request.clone(), tcp(addr)) {
+            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Io(e)))
+                if e.kind() == std::io::ErrorKind::Interrupted =>
+            {
+                continue;
+            }
+            Err(tungstenite::HandshakeError::Failure(e)) => return Err(e),
+            Err(tungstenite::HandshakeError::Interrupted(_)) => {
+                panic!("blocking handshake interrupted")
+            }
+            Ok(connected) => return Ok(connected),
+        }
+    }
+    panic!("the handshake was interrupted by signals three times")
 }
