@@ -9,20 +9,6 @@ use std::net::{SocketAddr, TcpStream};
 
 use common::*;
 use serde_json::{Value, json};
-use wsgate::config::Env;
-
-const API_KEY: &str = "test-api-key-0123456789";
-
-fn start_api(driver: &str, flags: &[&str]) -> TestServer {
-    let mut all = vec!["--allowed-origins", "*"];
-    all.extend_from_slice(flags);
-    let env = Env {
-        jwt_secret: Some(SECRET.into()),
-        api_key: Some(API_KEY.into()),
-        ..Env::default()
-    };
-    start_with_env(driver, &all, env)
-}
 
 /// One HTTP response: status, head, body.
 struct Response {

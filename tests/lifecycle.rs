@@ -17,22 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use common::*;
 use serde_json::{Value, json};
 use tungstenite::Message;
-use wsgate::config::Env;
 use wsgate::metrics::Rejection;
-
-const API_KEY: &str = "lifecycle-api-key-0123456789";
-
-/// A gateway allowing every origin, with the API key configured.
-fn start_api(driver: &str, flags: &[&str]) -> TestServer {
-    let mut all = vec!["--allowed-origins", "*"];
-    all.extend_from_slice(flags);
-    let env = Env {
-        jwt_secret: Some(SECRET.into()),
-        api_key: Some(API_KEY.into()),
-        ..Env::default()
-    };
-    start_with_env(driver, &all, env)
-}
 
 /// A simplejwt-shaped access token for `user` (string or integer) allowed into `groups`, with
 /// the claims in `extra` set on top (`exp`, `iat`, `jti`, `token_type`, ...).

@@ -94,6 +94,21 @@ pub fn start_with_env(driver: &str, flags: &[&str], env: Env) -> TestServer {
     }
 }
 
+/// The HTTP API key of `start_api` servers.
+pub const API_KEY: &str = "test-api-key-0123456789";
+
+/// A gateway allowing every origin, with the HTTP API key `API_KEY` configured.
+pub fn start_api(driver: &str, flags: &[&str]) -> TestServer {
+    let mut all = vec!["--allowed-origins", "*"];
+    all.extend_from_slice(flags);
+    let env = Env {
+        jwt_secret: Some(SECRET.into()),
+        api_key: Some(API_KEY.into()),
+        ..Env::default()
+    };
+    start_with_env(driver, &all, env)
+}
+
 /// Starts a gateway allowing every origin.
 pub fn start_open(driver: &str, extra: &[&str]) -> TestServer {
     let mut flags = vec!["--allowed-origins", "*"];
