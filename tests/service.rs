@@ -155,11 +155,15 @@ fn sigterm_closes_every_connection_with_1001_and_exits_0_in_time() {
         assert!(status.success(), "{driver}: {status:?}");
         assert!(took < Duration::from_secs(5), "{driver}: {took:?}");
         let log = gateway.log();
-        let ended = log
+        let ended: Vec<&String> = log
             .iter()
             .filter(|l| l.contains("connection ended"))
-            .count();
-        assert_eq!(ended, 100, "{driver}: one line per connection");
+            .collect();
+        assert_eq!(
+            ended.len(),
+            100,
+            "{driver}: one line per connection; the lines: {ended:#?}"
+        );
     }
 }
 

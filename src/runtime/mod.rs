@@ -253,9 +253,22 @@ fn pick_driver(choice: DriverChoice) -> Driver {
     match choice {
         DriverChoice::IoUring => Driver::IoUring,
         DriverChoice::Epoll => Driver::Epoll,
-        DriverChoice::Auto if monoio::utils::detect_uring() => Driver::IoUring,
+        DriverChoice::Auto if uring_available() => Driver::IoUring,
         DriverChoice::Auto => Driver::Epoll,
     }
+}
+
+/// The io_uring probe, run on a thread of its own. The probe's ring is torn down by the kernel
+/// after it is dropped, with work queued to the thread that made it; that work ends the
+/// thread's next blocking socket call that has a timeout with EINTR. The caller of
+/// [`start`] (a test, an embedding program) must not inherit that.
+fn uring_available() -> bool {
+    std::thread::Builder::new()
+        .name("wsgate-probe".into())
+        .spawn(monoio::utils::detect_uring)
+        .ok()
+        .and_then(|probe| probe.join().ok())
+        .unwrap_or(false)
 }
 
 /// The CPUs this process may run on, in order (every CPU when the mask cannot be read).

@@ -21,7 +21,13 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// The drivers this machine offers: epoll always, io_uring where the kernel allows it.
 pub fn drivers() -> Vec<&'static str> {
     let mut drivers = vec!["epoll"];
-    if monoio::utils::detect_uring() {
+    // The probe creates and drops a ring. The kernel tears a ring down later and queues work to
+    // the thread that made it, which interrupts that thread's next blocking socket call with
+    // EINTR (a socket with a timeout cannot restart). A thread of its own takes that hit.
+    let uring = std::thread::spawn(monoio::utils::detect_uring)
+        .join()
+        .expect("the io_uring probe panicked");
+    if uring {
         drivers.push("io-uring");
     } else {
         eprintln!("io_uring is unavailable here: running on epoll only");
@@ -649,26 +655,17 @@ impl Drop for Process {
     }
 }
 
-/// The blocking tungstenite handshake on a new connection. A signal delivered to this test
-/// process (another test's child exiting, say) can end a blocking read with EINTR mid-handshake;
-/// the handshake cannot resume, so a new connection is made, as a client's retry would.
+/// The blocking tungstenite handshake on a new connection. It is never retried: a retry would be
+/// a second connection the server counts and logs.
 fn client_handshake(
     request: tungstenite::handshake::client::Request,
     addr: SocketAddr,
 ) -> Result<(Ws, tungstenite::handshake::client::Response), tungstenite::Error> {
-    for _ in 0..3 {
-        match tungstenite::client(request.clone(), tcp(addr)) {
-            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Io(e)))
-                if e.kind() == std::io::ErrorKind::Interrupted =>
-            {
-                continue;
-            }
-            Err(tungstenite::HandshakeError::Failure(e)) => return Err(e),
-            Err(tungstenite::HandshakeError::Interrupted(_)) => {
-                panic!("blocking handshake interrupted")
-            }
-            Ok(connected) => return Ok(connected),
+    match tungstenite::client(request, tcp(addr)) {
+        Ok(connected) => Ok(connected),
+        Err(tungstenite::HandshakeError::Failure(e)) => Err(e),
+        Err(tungstenite::HandshakeError::Interrupted(_)) => {
+            panic!("a blocking handshake cannot be interrupted")
         }
     }
-    panic!("the handshake was interrupted by signals three times")
 }
