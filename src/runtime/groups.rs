@@ -215,7 +215,7 @@ impl<S: Service> Worker<S> {
             if member.closing.get().is_some() {
                 continue;
             }
-            let pushed = member.outbox.borrow_mut().push(frame.clone(), budget);
+            let pushed = member.outbox.borrow_mut().push(frame, budget);
             match pushed {
                 Ok(()) => {
                     delivered += 1;
