@@ -1,7 +1,8 @@
 //! Encode-once fan-out into 1k and 10k outbound queues (PROTOCOL.md §4, STYLE "Encode a
 //! broadcast once"): one group on one core, every member with its own `Outbox`. Each iteration
-//! encodes the server frame once, looks up the group's members, queues a reference in every
-//! member's outbox, then plays the socket by writing every queue out. No sockets, no threads.
+//! encodes the server frame once, looks up the group's members, queues it in every member's
+//! outbox (a small frame is copied there, a large one shared), then plays the socket by writing
+//! every queue out. No sockets, no threads.
 //! Throughput is deliveries (one frame queued for one member).
 
 use std::hint::black_box;

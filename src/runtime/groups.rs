@@ -201,7 +201,8 @@ impl Members {
 }
 
 impl<S: Service> Worker<S> {
-    /// Queues `frame` to every local member of `group` (no copy: each gets a reference).
+    /// Queues `frame` to every local member of `group` (encoded once; see `Outbox::push` for
+    /// when a member's queue copies it and when it shares it).
     pub(crate) fn fan_out(&self, group: &str, frame: &Bytes) {
         let budget = self.settings().limits.max_outbound_bytes;
         let table = self.table.borrow();
