@@ -49,6 +49,11 @@ pub struct Config {
     #[arg(long, env = "WSGATE_DRIVER", value_enum, default_value_t = DriverChoice::Auto)]
     pub driver: DriverChoice,
 
+    /// How io_uring delivers completions to a worker: coop at the worker's next system call,
+    /// signal by interrupting it (the kernel's default).
+    #[arg(long, env = "WSGATE_URING_TASKRUN", value_enum, default_value_t = TaskRun::Coop)]
+    pub uring_taskrun: TaskRun,
+
     /// Open connections allowed in the whole process; beyond it upgrades get 503.
     #[arg(long, env = "WSGATE_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,
@@ -280,6 +285,17 @@ pub enum DriverChoice {
     Epoll,
 }
 
+/// `--uring-taskrun` values: when the kernel runs the work that posts an io_uring completion
+/// (a socket became readable, an accept finished) for a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TaskRun {
+    /// At the worker's next system call or wait, with no inter-processor interrupt
+    /// (`IORING_SETUP_COOP_TASKRUN`, Linux 5.19+; without it the ring is made as for `signal`).
+    Coop,
+    /// At once, interrupting the worker's core (the io_uring default).
+    Signal,
+}
+
 /// `--jwt-algorithm` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum JwtAlgorithm {
@@ -470,6 +486,8 @@ pub struct Settings {
     pub backlog: u32,
     /// Requested driver.
     pub driver: DriverChoice,
+    /// io_uring completion delivery.
+    pub uring_taskrun: TaskRun,
     /// Global connection cap.
     pub max_connections: usize,
     /// Per-worker connection cap.
@@ -638,6 +656,7 @@ impl Config {
             ring_entries: self.ring_entries.max(256),
             backlog: self.backlog.max(1),
             driver: self.driver,
+            uring_taskrun: self.uring_taskrun,
             max_connections: self.max_connections,
             max_connections_per_worker: self
                 .max_connections_per_worker

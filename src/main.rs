@@ -225,6 +225,7 @@ fn check_config(config: Config) -> anyhow::Result<()> {
     writeln!(out, "listen            {}", settings.listen)?;
     writeln!(out, "workers           {}", settings.workers)?;
     writeln!(out, "driver            {:?}", settings.driver)?;
+    writeln!(out, "uring taskrun     {:?}", settings.uring_taskrun)?;
     writeln!(out, "ws path           {}", settings.ws_path)?;
     writeln!(out, "origins           {}", settings.origin.describe())?;
     writeln!(

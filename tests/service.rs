@@ -168,6 +168,46 @@ fn sigterm_closes_every_connection_with_1001_and_exits_0_in_time() {
 }
 
 #[test]
+fn both_io_uring_task_run_modes_serve_and_broadcast() {
+    if !common::drivers().contains(&"io-uring") {
+        return;
+    }
+    for mode in ["coop", "signal"] {
+        let mut gateway = Gateway::start(&mut wsgate(&[
+            "--driver",
+            "io-uring",
+            "--uring-taskrun",
+            mode,
+            "--workers",
+            "2",
+            "--allowed-origins",
+            "*",
+        ]));
+        let mut members: Vec<_> = (0..4)
+            .map(|i| member(gateway.addr, "http://a.example", &format!("u{i}")))
+            .collect();
+        for ws in &mut members {
+            let joined = round_trip(ws, json!({"action": "join", "group": "room.1"}));
+            assert_eq!(
+                joined,
+                json!({"action": "joined", "group": "room.1"}),
+                "{mode}"
+            );
+        }
+        let send = json!({"action": "send", "group": "room.1", "data": mode});
+        members[0].send(Message::text(send.to_string())).unwrap();
+        let expected = json!({"action": "message", "group": "room.1", "data": mode});
+        for ws in &mut members {
+            assert_eq!(common::next_json(ws), expected, "{mode}");
+        }
+        drop(members);
+        gateway.signal("TERM");
+        let (status, _) = gateway.wait_exit(Duration::from_secs(10));
+        assert!(status.success(), "{mode}: {status:?}");
+    }
+}
+
+#[test]
 fn a_second_signal_exits_at_once() {
     let dir = TempDir::new("second-signal");
     let notify = NotifySocket::bind(&dir);
@@ -445,6 +485,7 @@ fn check_config_passes_a_good_configuration_and_names_what_is_wrong_in_a_bad_one
     assert!(ok, "{stderr}");
     assert!(stdout.starts_with("configuration OK"), "{stdout}");
     assert!(stdout.contains("2 pattern(s)") && stdout.contains("api keys          1"));
+    assert!(stdout.contains("uring taskrun     Coop"), "{stdout}");
     assert!(!stdout.contains("a-secret") && !stdout.contains("an-api-key"));
 
     let broken = write(&dir.path("broken"), "*.example.com\n");
@@ -497,6 +538,11 @@ fn check_config_passes_a_good_configuration_and_names_what_is_wrong_in_a_bad_one
             vec!["--keepalive-timeout-ms", "10", "--ping-interval-ms", "20"],
             &[("WSGATE_JWT_SECRET", "s")],
             "--keepalive-timeout-ms",
+        ),
+        (
+            vec!["--uring-taskrun", "sometimes"],
+            &[("WSGATE_JWT_SECRET", "s")],
+            "--uring-taskrun",
         ),
     ];
     for (args, env, named) in cases {

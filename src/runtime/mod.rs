@@ -22,7 +22,7 @@ use atomic_waker::AtomicWaker;
 use monoio::net::TcpListener;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config::{Driver, DriverChoice, Settings};
+use crate::config::{Driver, DriverChoice, Settings, TaskRun};
 use crate::hub::{Hub, LocalHub};
 use crate::metrics::{CoreStats, Rejection};
 use crate::proto::close::CloseCode;
@@ -352,14 +352,11 @@ fn run_worker<S: Service>(
     }
     let explicit = shared.settings.driver == DriverChoice::IoUring;
     let entries = shared.settings.ring_entries;
+    let taskrun = shared.settings.uring_taskrun;
     let fut = worker_main(shared, listener, (stop, control), ready.clone());
     match driver {
         Driver::IoUring => {
-            match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-                .with_entries(entries)
-                .enable_timer()
-                .build()
-            {
+            match build_uring(entries, taskrun, id) {
                 Ok(mut rt) => rt.block_on(fut),
                 Err(e) if explicit => {
                     // `--driver io-uring` means io_uring or nothing: start-up fails, saying why.
@@ -377,6 +374,37 @@ fn run_worker<S: Service>(
         }
         Driver::Epoll => build_epoll(entries, fut, id, &ready),
     }
+}
+
+type UringRuntime = monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>;
+
+/// The worker's io_uring runtime. With `--uring-taskrun coop` a completion does not interrupt
+/// the worker's core; it is handled at the worker's next system call (it makes one every few
+/// microseconds while busy) or wait. A kernel without that flag (before 5.19) gets the default
+/// ring instead.
+fn build_uring(entries: u32, taskrun: TaskRun, id: usize) -> io::Result<UringRuntime> {
+    let build = |urb: io_uring::Builder| {
+        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(entries)
+            .uring_builder(urb)
+            .enable_timer()
+            .build()
+    };
+    if taskrun == TaskRun::Coop {
+        let mut urb = io_uring::IoUring::builder();
+        urb.setup_coop_taskrun();
+        match build(urb) {
+            Ok(rt) => return Ok(rt),
+            Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {
+                tracing::info!(
+                    worker = id,
+                    "this kernel has no cooperative io_uring task running: --uring-taskrun signal"
+                );
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    build(io_uring::IoUring::builder())
 }
 
 fn build_epoll(
