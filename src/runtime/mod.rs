@@ -253,16 +253,17 @@ fn pick_driver(choice: DriverChoice) -> Driver {
     match choice {
         DriverChoice::IoUring => Driver::IoUring,
         DriverChoice::Epoll => Driver::Epoll,
-        DriverChoice::Auto if uring_available() => Driver::IoUring,
+        DriverChoice::Auto if io_uring_available() => Driver::IoUring,
         DriverChoice::Auto => Driver::Epoll,
     }
 }
 
-/// The io_uring probe, run on a thread of its own. The probe's ring is torn down by the kernel
-/// after it is dropped, with work queued to the thread that made it; that work ends the
-/// thread's next blocking socket call that has a timeout with EINTR. The caller of
-/// [`start`] (a test, an embedding program) must not inherit that.
-fn uring_available() -> bool {
+/// Whether this process may create an io_uring (kernel support, seccomp,
+/// `kernel.io_uring_disabled`). The probe runs on a thread of its own: the kernel tears the
+/// probe's ring down after it is dropped and queues work to the thread that made it, and that
+/// work ends the thread's next blocking socket call that has a timeout with EINTR. The caller
+/// (a test, an embedding program, [`start`]) must not inherit that.
+pub fn io_uring_available() -> bool {
     std::thread::Builder::new()
         .name("wsgate-probe".into())
         .spawn(monoio::utils::detect_uring)

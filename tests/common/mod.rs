@@ -21,13 +21,7 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// The drivers this machine offers: epoll always, io_uring where the kernel allows it.
 pub fn drivers() -> Vec<&'static str> {
     let mut drivers = vec!["epoll"];
-    // The probe creates and drops a ring. The kernel tears a ring down later and queues work to
-    // the thread that made it, which interrupts that thread's next blocking socket call with
-    // EINTR (a socket with a timeout cannot restart). A thread of its own takes that hit.
-    let uring = std::thread::spawn(monoio::utils::detect_uring)
-        .join()
-        .expect("the io_uring probe panicked");
-    if uring {
+    if runtime::io_uring_available() {
         drivers.push("io-uring");
     } else {
         eprintln!("io_uring is unavailable here: running on epoll only");
