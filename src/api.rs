@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
 use crate::auth::groups::is_valid_group_name;
-use crate::envelope::write_json_str;
+use crate::envelope::{self, RawJson, write_json_str};
 use crate::metrics;
 use crate::proto::http;
 
@@ -108,6 +108,9 @@ pub enum ApiError {
     /// A bounded table is full (tickets, revocations): 503 with `Retry-After`.
     #[error("{0}")]
     Unavailable(&'static str),
+    /// The caller's own share is used up (its outstanding tickets): 429 with `Retry-After`.
+    #[error("{0}")]
+    TooManyRequests(&'static str),
 }
 
 impl ApiError {
@@ -124,6 +127,7 @@ impl ApiError {
             Self::UnsupportedMediaType => 415,
             Self::Token(status, _) => *status,
             Self::Unavailable(_) => 503,
+            Self::TooManyRequests(_) => 429,
         }
     }
 
@@ -141,7 +145,9 @@ impl ApiError {
             Self::UnsupportedMediaType => "Content-Type must be application/json",
             Self::BadJson(detail) => detail,
             Self::BadGroup => "invalid group name",
-            Self::Token(_, detail) | Self::Unavailable(detail) => detail,
+            Self::Token(_, detail) | Self::Unavailable(detail) | Self::TooManyRequests(detail) => {
+                detail
+            }
         }
     }
 
@@ -151,7 +157,7 @@ impl ApiError {
         match self {
             Self::MethodNotAllowed(allow) => Some(("Allow", *allow)),
             Self::Unauthorized | Self::Token(401, _) => Some(("WWW-Authenticate", "Bearer")),
-            Self::Unavailable(_) => Some(("Retry-After", "1")),
+            Self::Unavailable(_) | Self::TooManyRequests(_) => Some(("Retry-After", "1")),
             _ => None,
         }
     }
@@ -463,6 +469,9 @@ pub fn parse_publish(body: &[u8]) -> Result<Publish<'_>, ApiError> {
     if !is_valid_group_name(&group) {
         return Err(ApiError::BadGroup);
     }
+    if RawJson::from(data).nests_deeper_than(envelope::MAX_DATA_DEPTH) {
+        return Err(ApiError::BadJson("data nested too deeply"));
+    }
     Ok(Publish { group, data })
 }
 
@@ -647,9 +656,20 @@ pub fn write_revoked(out: &mut Vec<u8>, closed: usize, keep_alive: bool) {
     write_json_response(out, 200, &[], body.as_bytes(), keep_alive);
 }
 
-/// Appends the `/healthz` response, `200 ok` as `text/plain`.
-pub fn write_healthz(out: &mut Vec<u8>, keep_alive: bool) {
-    write_response(out, 200, TEXT, &[], b"ok", keep_alive);
+/// Appends the `/healthz` response as `text/plain`: `200 ok` while every worker answers its
+/// liveness probes, else `503` naming the workers that do not.
+pub fn write_healthz(out: &mut Vec<u8>, unresponsive: &[usize], keep_alive: bool) {
+    if unresponsive.is_empty() {
+        return write_response(out, 200, TEXT, &[], b"ok", keep_alive);
+    }
+    // A worker that does not answer (stuck, or dead after a panic) serves no share of the
+    // port: the gateway is not healthy, whichever worker answers this.
+    let mut body = b"workers not responding:".to_vec();
+    for worker in unresponsive {
+        body.push(b' ');
+        body.extend_from_slice(worker.to_string().as_bytes());
+    }
+    write_response(out, 503, TEXT, &[], &body, keep_alive);
 }
 
 /// Appends the `/metrics` response: `200` with `text` from `metrics::render`.
@@ -1172,10 +1192,18 @@ mod tests {
         assert!(matches!(escaped.group, Cow::Owned(_)));
         let longest = format!(r#"{{"group":"{}","data":0}}"#, "g".repeat(99));
         assert_eq!(parse_publish(longest.as_bytes()).unwrap().group.len(), 99);
-        // `data` is skipped without recursion, so depth is not limited (and costs no stack).
-        let nested = format!("{}{}", "[".repeat(1000), "]".repeat(1000));
+        // `data` nests at most `MAX_DATA_DEPTH` levels (skipped without recursion up to there).
+        let nested = format!("{}{}", "[".repeat(64), "]".repeat(64));
         let deep = format!(r#"{{"group":"g","data":{nested}}}"#);
         assert_eq!(parse_publish(deep.as_bytes()).unwrap().data.get(), nested);
+        for depth in [65, 200_000] {
+            let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            let deep = format!(r#"{{"group":"g","data":{nested}}}"#);
+            assert_eq!(
+                parse_publish(deep.as_bytes()).unwrap_err(),
+                ApiError::BadJson("data nested too deeply")
+            );
+        }
     }
 
     #[test]
@@ -1299,11 +1327,18 @@ mod tests {
               Content-Length: 11\r\nConnection: close\r\n\r\n{\"ok\":true}"
         );
         out.clear();
-        write_healthz(&mut out, true);
+        write_healthz(&mut out, &[], true);
         assert_eq!(
             out,
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n\
               Content-Length: 2\r\nConnection: keep-alive\r\n\r\nok"
+        );
+        out.clear();
+        write_healthz(&mut out, &[1, 3], false);
+        let (status, _, body) = split_response(std::str::from_utf8(&out).unwrap());
+        assert_eq!(
+            (status, body.as_str()),
+            (503, "workers not responding: 1 3")
         );
         out.clear();
         write_metrics(&mut out, "# x\n", false);

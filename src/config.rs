@@ -160,8 +160,19 @@ pub struct Config {
     #[arg(long, env = "WSGATE_MAX_TICKETS", default_value_t = 100_000)]
     pub max_tickets: usize,
 
-    /// Longest lifetime of the tokens in use, in seconds: how long a revocation of a user or a
-    /// jti is kept (no token issued before it can still be valid after that).
+    /// Tickets one user may hold outstanding (issued, not redeemed, not expired), at most
+    /// (beyond: 429; 0: no limit).
+    #[arg(long, env = "WSGATE_MAX_TICKETS_PER_USER", default_value_t = 10)]
+    pub max_tickets_per_user: usize,
+
+    /// Tickets one client address (IPv6 by /64) may hold outstanding, at most (beyond: 429;
+    /// 0: no limit).
+    #[arg(long, env = "WSGATE_MAX_TICKETS_PER_IP", default_value_t = 100)]
+    pub max_tickets_per_ip: usize,
+
+    /// Longest lifetime a token may claim, in seconds: a token whose `exp - iat` (or, without
+    /// `iat`, whose `exp - now`) is longer is refused (401 "token lifetime too long"), and a
+    /// revocation is kept this long plus the leeway, so no revoked token outlives it.
     #[arg(long, env = "WSGATE_MAX_TOKEN_LIFETIME_SECS", default_value_t = 86_400)]
     pub max_token_lifetime_secs: u64,
 
@@ -269,7 +280,7 @@ pub struct Config {
     pub check_config: bool,
 
     /// Test hooks (never in production): `POST /debug/stall?ms=N` blocks the worker thread
-    /// that serves it, as a stuck core would.
+    /// that serves it, as a stuck core would; `POST /debug/panic` panics it.
     #[arg(long, hide = true)]
     pub test_hooks: bool,
 }
@@ -429,6 +440,12 @@ impl AuthState {
             revocations: Revocations::new(max_token_lifetime, max_revocations),
             fingerprints: std::collections::hash_map::RandomState::new(),
         }
+    }
+
+    /// Bounds the tickets one user and one client address may hold outstanding (0: no limit).
+    pub fn with_ticket_quotas(mut self, per_user: usize, per_address: usize) -> Self {
+        self.tickets = self.tickets.with_quotas(per_user, per_address);
+        self
     }
 
     /// A 64-bit fingerprint of a user id or jti, never 0 (0 means "none" to a connection). Two
@@ -671,12 +688,17 @@ impl Config {
                 subprotocol: has(AuthMethod::Subprotocol),
                 query_token: self.allow_query_token,
                 ticket: has(AuthMethod::Ticket),
-                state: std::sync::Arc::new(AuthState::new(
-                    self.ticket_ttl,
-                    self.max_tickets,
-                    self.max_token_lifetime_secs,
-                    self.max_revocations,
-                )),
+                state: std::sync::Arc::new(
+                    AuthState::new(
+                        self.ticket_ttl,
+                        self.max_tickets,
+                        // A token accepted at the revocation lives at most this long after it.
+                        self.max_token_lifetime_secs
+                            .saturating_add(self.jwt_leeway_secs),
+                        self.max_revocations,
+                    )
+                    .with_ticket_quotas(self.max_tickets_per_user, self.max_tickets_per_ip),
+                ),
             },
             limits: Limits {
                 max_head_bytes: self.max_head_bytes,
@@ -836,7 +858,9 @@ impl Config {
                 Verifier::hs256(&secret)
             }
         };
-        let mut verifier = verifier.with_leeway(self.jwt_leeway_secs);
+        let mut verifier = verifier
+            .with_leeway(self.jwt_leeway_secs)
+            .with_max_lifetime(self.max_token_lifetime_secs);
         if let Some((previous, until)) = self.previous_secret(env)? {
             if self.jwt_public_key_file.is_some() {
                 return Err(invalid(

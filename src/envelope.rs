@@ -54,10 +54,46 @@ pub enum ClientCommand<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RawJson<'a>(&'a str);
 
+/// Deepest nesting a message's `data` may have (arrays and objects; `data` itself, when one,
+/// counts as level 1). Deeper `data` is refused with the 400 error (HTTP API: 400): relayed,
+/// it would reach every member's JSON parser, and many stop (or crash) far sooner.
+pub const MAX_DATA_DEPTH: usize = 64;
+
 impl<'a> RawJson<'a> {
     /// The JSON text.
     pub fn get(&self) -> &'a str {
         self.0
+    }
+
+    /// Whether the value nests arrays and objects deeper than `max` levels. One pass over
+    /// the bytes that stops at the first level too deep.
+    pub fn nests_deeper_than(&self, max: usize) -> bool {
+        let mut depth = 0usize;
+        let mut in_string = false;
+        let mut escaped = false;
+        for &b in self.0.as_bytes() {
+            if in_string {
+                match b {
+                    _ if escaped => escaped = false,
+                    b'\\' => escaped = true,
+                    b'"' => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > max {
+                        return true;
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        false
     }
 }
 
@@ -861,6 +897,16 @@ pub fn write_left(out: &mut Vec<u8>, group: &str) {
     write_group_reply(out, br#"{"action":"left","group":"#, group);
 }
 
+/// Appends `{"action":"left","group":"<group>","reason":"<reason>"}`: the gateway took the
+/// connection out of the group (a `refresh` whose token no longer allows it).
+pub fn write_left_because(out: &mut Vec<u8>, group: &str, reason: &str) {
+    write_group_reply(out, br#"{"action":"left","group":"#, group);
+    out.pop();
+    out.extend_from_slice(br#","reason":"#);
+    write_json_str(out, reason);
+    out.push(b'}');
+}
+
 fn write_group_reply(out: &mut Vec<u8>, head: &[u8], group: &str) {
     out.reserve(head.len() + group.len() + 3);
     out.extend_from_slice(head);
@@ -868,8 +914,10 @@ fn write_group_reply(out: &mut Vec<u8>, head: &[u8], group: &str) {
     out.push(b'}');
 }
 
-/// Appends `{"action":"message","group":"<group>","data":<data>}` with `data` copied verbatim (§4).
-/// `data` is a [`RawJson`], or a serde_json `&RawValue` (or `&Box<RawValue>`).
+/// Appends `{"action":"message","group":"<group>","data":<data>}` (§4), `data` compacted: the
+/// same JSON with the whitespace between its tokens left out (§6: server messages are compact
+/// JSON), strings and numbers byte for byte as sent. `data` is a [`RawJson`], or a serde_json
+/// `&RawValue` (or `&Box<RawValue>`).
 pub fn write_message<'d>(out: &mut Vec<u8>, group: &str, data: impl Into<RawJson<'d>>) {
     const HEAD: &[u8] = br#"{"action":"message","group":"#;
     let data = data.into().get().as_bytes();
@@ -877,8 +925,39 @@ pub fn write_message<'d>(out: &mut Vec<u8>, group: &str, data: impl Into<RawJson
     out.extend_from_slice(HEAD);
     write_json_str(out, group);
     out.extend_from_slice(br#","data":"#);
-    out.extend_from_slice(data);
+    write_compact(out, data);
     out.push(b'}');
+}
+
+/// Appends valid JSON `json` without the whitespace between its tokens. Copied whole when it
+/// has no whitespace byte at all (the usual `JSON.stringify` output without spaces in
+/// strings), else one pass that tracks strings.
+fn write_compact(out: &mut Vec<u8>, json: &[u8]) {
+    let is_ws = |b: &u8| matches!(b, b' ' | b'\n' | b'\t' | b'\r');
+    if !json.iter().any(is_ws) {
+        out.extend_from_slice(json);
+        return;
+    }
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut run = 0;
+    for (i, b) in json.iter().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else if *b == b'"' {
+            in_string = true;
+        } else if is_ws(b) {
+            // Copy the run of token bytes before this whitespace.
+            out.extend_from_slice(&json[run..i]);
+            run = i + 1;
+        }
+    }
+    out.extend_from_slice(&json[run..]);
 }
 
 /// Appends `s` as a quoted JSON string: `"` and `\` backslash-escaped, control characters as
@@ -1117,11 +1196,35 @@ mod tests {
             written(|o| write_left(o, "room.1")),
             r#"{"action":"left","group":"room.1"}"#
         );
-        let data = RawValue::from_string(r#"{"text": "hi \u00e9", "n":[1,2]}"#.to_owned()).unwrap();
+        // `data` is compacted: whitespace between tokens goes, strings keep every byte.
+        let data = RawValue::from_string(
+            "{\"text\": \"hi \\u00e9 \\\" x\" ,\r\n\t\"n\" : [ 1 , 2 ] }".to_owned(),
+        )
+        .unwrap();
         assert_eq!(
             written(|o| write_message(o, "room.1", &data)),
-            r#"{"action":"message","group":"room.1","data":{"text": "hi \u00e9", "n":[1,2]}}"#
+            r#"{"action":"message","group":"room.1","data":{"text":"hi \u00e9 \" x","n":[1,2]}}"#
         );
+        let plain = RawValue::from_string(r#"{"a":[1,"b c"]}"#.to_owned()).unwrap();
+        assert_eq!(
+            written(|o| write_message(o, "g", &plain)),
+            r#"{"action":"message","group":"g","data":{"a":[1,"b c"]}}"#
+        );
+    }
+
+    #[test]
+    fn data_depth_is_measured_outside_strings() {
+        let depth = |text: &str, max| RawJson(text).nests_deeper_than(max);
+        assert!(!depth("1", 0));
+        assert!(depth("[]", 0));
+        assert!(!depth("[]", 1));
+        assert!(!depth(r#"{"a":[{"b":[]}]}"#, 4));
+        assert!(depth(r#"{"a":[{"b":[]}]}"#, 3));
+        assert!(!depth(r#"["[[[[", "\"[[[["]"#, 1));
+        assert!(!depth(r#"[[],[],[[]]]"#, 3));
+        let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
+        assert!(depth(&deep, MAX_DATA_DEPTH));
+        assert!(!depth(&deep[1..deep.len() - 1], MAX_DATA_DEPTH));
     }
 
     #[test]

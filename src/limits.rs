@@ -240,14 +240,37 @@ impl IpLimits {
     /// which limit refuses it (a refused connection costs nothing). The connection counts until
     /// the returned slot is dropped.
     pub fn admit(self: &Arc<Self>, ip: IpAddr, now_ms: u64) -> Result<IpSlot, Refusal> {
-        let key = Key::of(ip);
-        let slot = || IpSlot {
+        self.take(ip, now_ms, true, true)?;
+        Ok(self.slot(ip))
+    }
+
+    /// Counts one more open connection from `ip` (an accepted socket, before any byte of its
+    /// request), or refuses it when the address has `--max-connections-per-ip` open already.
+    /// Takes no upgrade token: [`Self::upgrade`] does, when the connection asks to upgrade.
+    pub fn connect(self: &Arc<Self>, ip: IpAddr, now_ms: u64) -> Result<IpSlot, Refusal> {
+        self.take(ip, now_ms, true, false)?;
+        Ok(self.slot(ip))
+    }
+
+    /// Takes one of `ip`'s upgrade tokens for a connection already counted by
+    /// [`Self::connect`], or refuses it when the address upgrades faster than its rate.
+    pub fn upgrade(&self, ip: IpAddr, now_ms: u64) -> Result<(), Refusal> {
+        self.take(ip, now_ms, false, true)
+    }
+
+    fn slot(self: &Arc<Self>, ip: IpAddr) -> IpSlot {
+        IpSlot {
             limits: Arc::clone(self),
-            key,
-        };
-        if !self.is_limited() {
-            return Ok(slot());
+            key: Key::of(ip),
         }
+    }
+
+    /// Checks and takes what is asked: an open-connection place, an upgrade token, or both.
+    fn take(&self, ip: IpAddr, now_ms: u64, open: bool, token: bool) -> Result<(), Refusal> {
+        if !self.is_limited() {
+            return Ok(());
+        }
+        let key = Key::of(ip);
         self.clock_ms.fetch_max(now_ms, Ordering::Relaxed);
         let mut table = self.shard(key).lock();
         if !table.contains_key(&key) && !self.reserve() {
@@ -257,18 +280,16 @@ impl IpLimits {
                 return Err(Refusal::TooManyClients);
             }
         }
-        // A new entry is never refused below (no connection open, a full bucket of at least
-        // one token), so a refusal leaves no entry behind.
         let entry = table.entry(key).or_insert(Entry {
             open: 0,
             milli_tokens: self.capacity_milli,
             last_ms: now_ms,
         });
         entry.refill(self.upgrades_per_sec, self.capacity_milli, now_ms);
-        let refusal = if self.max_concurrent != 0 && entry.open >= self.max_concurrent {
+        let refusal = if open && self.max_concurrent != 0 && entry.open >= self.max_concurrent {
             self.refused_concurrent.fetch_add(1, Ordering::Relaxed);
             Some(Refusal::Concurrent)
-        } else if self.upgrades_per_sec != 0 && entry.milli_tokens < MILLI {
+        } else if token && self.upgrades_per_sec != 0 && entry.milli_tokens < MILLI {
             self.refused_rate.fetch_add(1, Ordering::Relaxed);
             let wait_ms = (MILLI - entry.milli_tokens).div_ceil(self.upgrades_per_sec);
             Some(Refusal::Rate {
@@ -278,13 +299,24 @@ impl IpLimits {
             None
         };
         if let Some(refusal) = refusal {
+            // A new entry that took nothing would wait for a sweep: drop it now.
+            if self.idle(entry, now_ms) {
+                table.remove(&key);
+                self.tracked.fetch_sub(1, Ordering::Relaxed);
+            }
             return Err(refusal);
         }
-        if self.upgrades_per_sec != 0 {
+        if token && self.upgrades_per_sec != 0 {
             entry.milli_tokens -= MILLI;
         }
-        entry.open = entry.open.saturating_add(1);
-        Ok(slot())
+        if open {
+            entry.open = entry.open.saturating_add(1);
+        }
+        if self.idle(entry, now_ms) {
+            table.remove(&key);
+            self.tracked.fetch_sub(1, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// Drops every address with no open connection and a full bucket, and gives back the
@@ -845,6 +877,28 @@ mod tests {
         drop(other);
         assert_eq!(l.tracked(), 1);
         l.sweep(6_000);
+        assert_eq!(l.tracked(), 0);
+    }
+
+    /// A connection counts from accept (`connect`, no token), and its upgrade takes a token
+    /// (`upgrade`, no second place): together they are what `admit` is.
+    #[test]
+    fn connect_counts_places_and_upgrade_takes_tokens() {
+        let l = limits(2, 1, 2, 10);
+        let a = ip("192.0.2.1");
+        let first = l.connect(a, 0).unwrap();
+        let _second = l.connect(a, 0).unwrap();
+        assert_eq!(l.connect(a, 0).err(), Some(Refusal::Concurrent));
+        // Places are not upgrades: both tokens are still there.
+        assert!(l.upgrade(a, 0).is_ok());
+        assert!(l.upgrade(a, 0).is_ok());
+        assert!(matches!(l.upgrade(a, 0), Err(Refusal::Rate { .. })));
+        drop(first);
+        assert!(l.connect(a, 0).is_ok());
+        assert_eq!(l.refused(), (1, 1));
+        // Without a rate, an upgrade alone leaves nothing tracked behind.
+        let l = limits(1, 0, 1, 10);
+        assert!(l.upgrade(a, 0).is_ok());
         assert_eq!(l.tracked(), 0);
     }
 

@@ -83,23 +83,40 @@ fn main() -> anyhow::Result<()> {
             .name("wsgate-watchdog".into())
             .spawn(move || supervise(&handle, &notifier, &stopping))?;
     }
-    let signal = loop {
-        match signal_rx.recv() {
-            Ok(SIGHUP) => reload(
-                &config,
-                generated.as_deref(),
-                &handle,
-                &notifier,
-                reload_wait,
-            ),
-            Ok(signal) => break signal,
-            Err(_) => anyhow::bail!("the signal thread ended"),
+    let failures = handle.failures();
+    let failed = loop {
+        crossbeam_channel::select! {
+            recv(signal_rx) -> signal => match signal {
+                Ok(SIGHUP) => reload(
+                    &config,
+                    generated.as_deref(),
+                    &handle,
+                    &notifier,
+                    reload_wait,
+                ),
+                Ok(signal) => {
+                    tracing::info!(
+                        signal,
+                        "shutting down: every connection gets close 1001 (a second signal exits at once)"
+                    );
+                    break None;
+                }
+                Err(_) => anyhow::bail!("the signal thread ended"),
+            },
+            recv(failures) -> failure => {
+                // A dead worker's share of the port is lost: the other workers drain, and the
+                // process exits non-zero so that the service manager starts a whole gateway.
+                let failure = failure.context("the workers' failure channel closed")?;
+                tracing::error!(
+                    worker = failure.worker,
+                    "a worker panicked ({}): draining the others, then exiting with status {EXIT_WORKER_PANICKED}",
+                    failure.message
+                );
+                notifier.send(&format!("STATUS=worker {} panicked: {}", failure.worker, failure.message));
+                break Some(failure);
+            }
         }
     };
-    tracing::info!(
-        signal,
-        "shutting down: every connection gets close 1001 (a second signal exits at once)"
-    );
     stopping.store(true, Ordering::SeqCst);
     notifier.send("STOPPING=1");
     let (done_tx, done_rx) = crossbeam_channel::bounded(1);
@@ -122,9 +139,16 @@ fn main() -> anyhow::Result<()> {
             },
         }
     }
+    if failed.is_some() {
+        std::process::exit(EXIT_WORKER_PANICKED);
+    }
     tracing::info!("stopped");
     Ok(())
 }
+
+/// The exit status after a worker panicked (`EX_SOFTWARE`): systemd's `Restart=on-failure`
+/// starts the gateway again.
+const EXIT_WORKER_PANICKED: i32 = 70;
 
 /// SIGHUP: re-reads every file (origins, JWT keys, API keys) and puts the new settings in
 /// force without closing a connection; an invalid configuration is refused with a log line and
@@ -164,12 +188,13 @@ fn supervise(handle: &runtime::Handle, notifier: &Notifier, stopping: &AtomicBoo
     let watchdog = notify::watchdog_interval();
     let period = watchdog.map_or(STATUS_PERIOD, |w| w.min(STATUS_PERIOD));
     let mut reported = Vec::new();
+    let mut prober = handle.prober();
     loop {
         std::thread::sleep(period);
         if stopping.load(Ordering::SeqCst) {
             return;
         }
-        let late = handle.probe();
+        let late = prober.probe();
         if late != reported {
             if late.is_empty() {
                 tracing::info!("every worker responds again");

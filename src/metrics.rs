@@ -125,6 +125,8 @@ pub struct CoreStats {
     pub tickets_redeemed: AtomicU64,
     /// Upgrades refused for an unknown, used or expired ticket.
     pub tickets_refused: AtomicU64,
+    /// `POST /ws-auth` requests refused by a ticket quota (429) or a full store (503).
+    pub tickets_not_issued: AtomicU64,
     /// Upgrades refused with 503: the client address has too many connections open.
     pub ip_concurrent_refusals: AtomicU64,
     /// Upgrades refused with 503: the client address upgrades too often.
@@ -211,7 +213,7 @@ struct Plain {
     field: fn(&CoreStats) -> &AtomicU64,
 }
 
-const PLAIN: [Plain; 18] = [
+const PLAIN: [Plain; 19] = [
     Plain {
         name: "wsgate_open_connections",
         help: "WebSocket connections currently open.",
@@ -307,6 +309,12 @@ const PLAIN: [Plain; 18] = [
         help: "Upgrades refused for an unknown, used or expired ticket.",
         kind: Kind::Counter,
         field: |s| &s.tickets_refused,
+    },
+    Plain {
+        name: "wsgate_tickets_not_issued_total",
+        help: "POST /ws-auth refused by a user's or an address's ticket quota (429) or a full ticket store (503).",
+        kind: Kind::Counter,
+        field: |s| &s.tickets_not_issued,
     },
     Plain {
         name: "wsgate_ip_concurrent_refusals_total",
@@ -547,6 +555,7 @@ mod tests {
         b.add(&b.tickets_issued, 5);
         a.add(&a.tickets_redeemed, 6);
         b.add(&b.tickets_refused, 7);
+        a.add(&a.tickets_not_issued, 11);
         a.add(&a.ip_concurrent_refusals, 8);
         b.add(&b.ip_rate_refusals, 9);
 
@@ -585,6 +594,7 @@ mod tests {
             ("wsgate_tickets_issued_total", 0, 5),
             ("wsgate_tickets_redeemed_total", 6, 0),
             ("wsgate_tickets_refused_total", 0, 7),
+            ("wsgate_tickets_not_issued_total", 11, 0),
             ("wsgate_ip_concurrent_refusals_total", 8, 0),
             ("wsgate_ip_rate_refusals_total", 0, 9),
         ];

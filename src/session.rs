@@ -32,10 +32,17 @@ pub trait Groups {
     fn leave(&mut self, group: &str);
     /// Whether this connection is a member of `group`.
     fn is_member(&self, group: &str) -> bool;
+    /// The groups this connection is a member of.
+    fn joined(&self) -> Vec<std::sync::Arc<str>>;
     /// Delivers `{"action":"message","group":..,"data":..}` to every member of `group`, this
     /// connection included. `out` holds this connection's replies not yet sent: they go first.
     fn publish(&mut self, group: &str, data: RawJson<'_>, out: &mut Vec<u8>);
 }
+
+/// Largest frame and message a connection may send before it has authenticated (bytes): the
+/// only valid message then is an `authenticate` command, and the largest token the verifier
+/// reads is under 7 KiB of base64url. Beyond it: close 1009, decided from the frame header.
+pub const MAX_PRE_AUTH_MESSAGE: usize = 16 * 1024;
 
 /// Close reason sent when the first frame is not an `authenticate` command.
 pub const REASON_AUTH_REQUIRED: &str = "authentication required";
@@ -43,6 +50,8 @@ pub const REASON_AUTH_REQUIRED: &str = "authentication required";
 pub const REASON_AUTH_TIMEOUT: &str = "authentication timeout";
 /// Close reason for the keepalive timeout.
 pub const REASON_KEEPALIVE_TIMEOUT: &str = "keepalive timeout";
+/// The `reason` of a `left` the gateway sends when a refreshed token no longer allows a group.
+pub const REASON_NOT_ALLOWED: &str = "not allowed";
 
 /// Authentication state of one connection.
 #[derive(Debug)]
@@ -179,6 +188,9 @@ impl Session {
                 let Some(data) = data else {
                     return error(out, 400, "send needs data");
                 };
+                if data.nests_deeper_than(envelope::MAX_DATA_DEPTH) {
+                    return error(out, 400, "data nested too deeply");
+                }
                 if !groups.is_member(&group) {
                     return error(out, 403, "join the group before sending to it");
                 }
@@ -191,7 +203,13 @@ impl Session {
                     Ok(new) if new.user.as_str() != identity.user.as_str() => {
                         fail(AuthError::OtherUser, out)
                     }
-                    Ok(new) => self.open(new, auth, now, out),
+                    Ok(new) => {
+                        let verdict = self.open(new, auth, now, out);
+                        if verdict == Verdict::Continue {
+                            self.leave_disallowed(groups, out);
+                        }
+                        verdict
+                    }
                     Err(err) => fail(err, out),
                 }
             }
@@ -218,6 +236,22 @@ impl Session {
         match auth.verifier.verify(token, now) {
             Ok(identity) => self.open(identity, auth, now, out),
             Err(err) => fail(err, out),
+        }
+    }
+
+    /// After a refresh: leaves every joined group the identity in force no longer allows, and
+    /// tells the client of each (a permission cut reaches open connections).
+    fn leave_disallowed(&self, groups: &mut dyn Groups, out: &mut Vec<u8>) {
+        let Some(identity) = self.identity() else {
+            return;
+        };
+        for group in groups.joined() {
+            if !identity.groups.allows(&group) {
+                groups.leave(&group);
+                frame::write_text_with(out, |o| {
+                    envelope::write_left_because(o, &group, REASON_NOT_ALLOWED);
+                });
+            }
         }
     }
 
@@ -327,6 +361,9 @@ mod tests {
         }
         fn is_member(&self, group: &str) -> bool {
             self.joined.iter().any(|g| g == group)
+        }
+        fn joined(&self) -> Vec<std::sync::Arc<str>> {
+            self.joined.iter().map(|g| g.as_str().into()).collect()
         }
         fn publish(&mut self, group: &str, data: RawJson<'_>, out: &mut Vec<u8>) {
             // The runtime sends pending replies first; record how many bytes were pending.
@@ -506,6 +543,61 @@ mod tests {
         reply(&mut s, &mut g, r#"{"action":"join","group":"a"}"#);
         let full = reply(&mut s, &mut g, r#"{"action":"join","group":"b"}"#);
         assert!(full.contains(r#""status_code":400"#), "{full}");
+    }
+
+    /// A refresh whose token allows fewer groups takes the connection out of the others,
+    /// telling the client of each; groups still allowed stay joined.
+    #[test]
+    fn a_refresh_to_fewer_groups_leaves_the_others() {
+        let mut s = authenticated(r#","groups":["room.*","lobby"]"#);
+        let mut g = FakeGroups {
+            max: 10,
+            ..FakeGroups::default()
+        };
+        for group in ["room.1", "room.2", "lobby"] {
+            reply(
+                &mut s,
+                &mut g,
+                &format!(r#"{{"action":"join","group":"{group}"}}"#),
+            );
+        }
+        let refresh = format!(
+            r#"{{"action":"refresh","token":"{}"}}"#,
+            token(r#","groups":["room.2"]"#)
+        );
+        let mut out = Vec::new();
+        assert_eq!(
+            s.on_text(&refresh, &settings(), 0, &mut out, &mut g),
+            Verdict::Continue
+        );
+        let frames = text_frames(&out);
+        assert!(frames[0].contains(r#""status_code":200"#), "{frames:?}");
+        let mut left: Vec<&str> = frames[1..].iter().map(String::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(
+            left,
+            [
+                r#"{"action":"left","group":"lobby","reason":"not allowed"}"#,
+                r#"{"action":"left","group":"room.1","reason":"not allowed"}"#,
+            ]
+        );
+        assert_eq!(g.joined, ["room.2"]);
+        let denied = reply(&mut s, &mut g, r#"{"action":"join","group":"room.1"}"#);
+        assert!(denied.contains(r#""status_code":403"#), "{denied}");
+    }
+
+    /// The payloads of the unmasked server text frames in `out` (each under 64 KiB).
+    fn text_frames(mut out: &[u8]) -> Vec<String> {
+        let mut frames = Vec::new();
+        while !out.is_empty() {
+            let (len, header) = match out[1] {
+                126 => (usize::from(u16::from_be_bytes([out[2], out[3]])), 4),
+                n => (usize::from(n), 2),
+            };
+            frames.push(String::from_utf8(out[header..header + len].to_vec()).unwrap());
+            out = &out[header + len..];
+        }
+        frames
     }
 
     #[test]

@@ -147,6 +147,9 @@ impl Groups for NoGroups {
     fn is_member(&self, _: &str) -> bool {
         unreachable!("authentication asked for membership")
     }
+    fn joined(&self) -> Vec<std::sync::Arc<str>> {
+        unreachable!("authentication listed the joined groups")
+    }
     fn publish(&mut self, _: &str, _: envelope::RawJson<'_>, _: &mut Vec<u8>) {
         unreachable!("authentication published")
     }

@@ -231,6 +231,8 @@ pub struct Verifier {
     leeway: u64,
     audience: Option<String>,
     issuer: Option<String>,
+    /// Longest lifetime a token may claim (`exp - iat`, or `exp - now` without `iat`), seconds.
+    max_lifetime: Option<u64>,
     /// During an HS256 key rotation: the previous secret, accepted before this Unix time.
     previous: Option<(Hmac<Sha256>, u64)>,
 }
@@ -250,6 +252,7 @@ impl fmt::Debug for Verifier {
             .field("leeway", &self.leeway)
             .field("audience", &self.audience)
             .field("issuer", &self.issuer)
+            .field("max_lifetime", &self.max_lifetime)
             .finish()
     }
 }
@@ -285,8 +288,18 @@ impl Verifier {
             leeway: 0,
             audience: None,
             issuer: None,
+            max_lifetime: None,
             previous: None,
         }
+    }
+
+    /// Refuses tokens that claim to live longer than `secs`: `exp - iat` beyond it, or,
+    /// without `iat`, `exp` more than `secs` (plus the leeway) ahead of now. A revocation is
+    /// kept that long (plus the leeway), so no revoked token can outlive it, and no `exp` far
+    /// in the future ever reaches a deadline.
+    pub fn with_max_lifetime(mut self, secs: u64) -> Self {
+        self.max_lifetime = Some(secs);
+        self
     }
 
     /// Allows `secs` of clock skew on `exp`, `nbf` and `iat`.
@@ -424,6 +437,15 @@ impl Verifier {
         let iat = claims.iat.map(|raw| int_claim(raw, "iat")).transpose()?;
         if iat.is_some_and(|iat| iat > now + leeway) {
             return Err(AuthError::IssuedInFuture);
+        }
+        if let Some(max) = self.max_lifetime.map(i128::from) {
+            let too_long = match iat {
+                Some(iat) => exp - iat > max,
+                None => exp - now > max + leeway,
+            };
+            if too_long {
+                return Err(AuthError::LifetimeTooLong);
+            }
         }
 
         if let Some(expected) = &self.audience {
@@ -870,6 +892,40 @@ mod tests {
             check_with("exp", Some("18446744073709551615")).unwrap().exp,
             u64::MAX
         );
+    }
+
+    /// An `exp` up to 2^64 - 1 once panicked the worker's deadline arithmetic; with a lifetime
+    /// bound such a token is refused outright, by `exp - iat`, or by `exp - now` without `iat`.
+    #[test]
+    fn a_lifetime_beyond_the_bound_is_refused() {
+        let bounded = verifier().with_max_lifetime(3600).with_leeway(5);
+        let run = |payload: String| bounded.verify(sign(&payload).as_bytes(), NOW);
+        let claims = |exp: u64, iat: Option<u64>| match iat {
+            Some(iat) => format!(r#"{{"exp":{exp},"iat":{iat},"user_id":"1"}}"#),
+            None => format!(r#"{{"exp":{exp},"user_id":"1"}}"#),
+        };
+        assert!(run(claims(NOW + 3600, Some(NOW))).is_ok());
+        assert_eq!(
+            run(claims(NOW + 3601, Some(NOW))),
+            Err(AuthError::LifetimeTooLong)
+        );
+        // Issued long ago, still inside its exp: the lifetime is what counts, not what is left.
+        assert_eq!(
+            run(claims(NOW + 60, Some(NOW - 3600))),
+            Err(AuthError::LifetimeTooLong)
+        );
+        assert!(run(claims(NOW + 3605, None)).is_ok());
+        assert_eq!(
+            run(claims(NOW + 3606, None)),
+            Err(AuthError::LifetimeTooLong)
+        );
+        for huge in [1u64 << 63, (1 << 63) - 5, u64::MAX] {
+            assert_eq!(
+                run(claims(huge, Some(NOW))),
+                Err(AuthError::LifetimeTooLong)
+            );
+            assert_eq!(run(claims(huge, None)), Err(AuthError::LifetimeTooLong));
+        }
     }
 
     #[test]

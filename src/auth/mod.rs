@@ -39,6 +39,9 @@ pub enum AuthError {
     /// The token has no `exp` claim.
     #[error("token has no exp claim")]
     MissingExp,
+    /// `exp - iat` (or `exp - now` without `iat`) exceeds `--max-token-lifetime-secs`.
+    #[error("token lifetime too long")]
+    LifetimeTooLong,
     /// A registered claim has the wrong JSON type (for example a fractional `exp`).
     #[error("claim `{0}` has the wrong type")]
     BadClaim(&'static str),
@@ -105,6 +108,7 @@ impl AuthError {
             Self::NotYetValid => "token not yet valid",
             Self::IssuedInFuture => "token issued in the future",
             Self::MissingExp => "token has no exp claim",
+            Self::LifetimeTooLong => "token lifetime too long",
             Self::BadClaim(_) => "malformed claim",
             Self::WrongAudience => "wrong audience",
             Self::WrongIssuer => "wrong issuer",
@@ -127,7 +131,7 @@ mod tests {
     use super::*;
 
     /// Every variant that means 401 / 4401.
-    const UNAUTHORIZED: [AuthError; 18] = [
+    const UNAUTHORIZED: [AuthError; 19] = [
         AuthError::Missing,
         AuthError::Malformed,
         AuthError::BadSignature,
@@ -136,6 +140,7 @@ mod tests {
         AuthError::NotYetValid,
         AuthError::IssuedInFuture,
         AuthError::MissingExp,
+        AuthError::LifetimeTooLong,
         AuthError::BadClaim("exp"),
         AuthError::WrongAudience,
         AuthError::WrongIssuer,

@@ -1,12 +1,16 @@
 //! Single-use WebSocket tickets (PROTOCOL.md §3, method 2): `POST /ws-auth` trades a verified
 //! token for 128 random bits from the OS, and the upgrade's `?ticket=` redeems them exactly once.
 //! One `TicketStore` is shared by every worker through an `Arc`: 16 mutex-guarded shards picked by
-//! the ticket's own random bytes, bounded by one global live count. No IO but the OS random
+//! the ticket's own random bytes, bounded by one global live count and by quotas of outstanding
+//! tickets per user and per client address, so that one user (or one address) can exhaust only
+//! its own share. No IO but the OS random
 //! source; time comes in as `now` (Unix seconds). Ticket text is never logged nor shown by `Debug`.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry as Slot;
+use std::collections::hash_map::{Entry as Slot, RandomState};
 use std::fmt;
+use std::hash::BuildHasher;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -57,11 +61,20 @@ impl fmt::Debug for Ticket {
     }
 }
 
-/// No ticket could be issued: the store holds `capacity` live tickets (or, practically never,
-/// the OS random source failed). The API answers 503.
+/// Why no ticket was issued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("ticket store full")]
-pub struct StoreFull;
+pub enum IssueError {
+    /// The store holds `capacity` live tickets (or, practically never, the OS random source
+    /// failed). The API answers 503.
+    #[error("ticket store full")]
+    Full,
+    /// The user holds `--max-tickets-per-user` outstanding tickets. The API answers 429.
+    #[error("too many tickets outstanding for this user")]
+    UserQuota,
+    /// The client address holds `--max-tickets-per-ip` outstanding tickets. 429.
+    #[error("too many tickets outstanding for this address")]
+    AddressQuota,
+}
 
 /// A ticket that is malformed, unknown, already used or expired; deliberately one answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -72,6 +85,8 @@ struct Entry {
     identity: Identity,
     /// First second at which the ticket no longer redeems.
     expires: u64,
+    /// The quota keys this ticket counts against (user, address; 0: none).
+    owners: [u64; 2],
 }
 
 #[derive(Default)]
@@ -92,6 +107,15 @@ pub struct TicketStore {
     capacity: usize,
     live: AtomicUsize,
     shards: [Mutex<Shard>; SHARDS],
+    /// Outstanding tickets per user and per client address, at most (0: no limit).
+    per_user: usize,
+    per_address: usize,
+    /// Quota key → the expiry of each ticket it holds (a handful: the quota bounds it). Expired
+    /// ones are dropped when the key issues again, so an unredeemed ticket frees its place
+    /// when it expires, whether or not a sweep has reclaimed it.
+    quotas: [Mutex<HashMap<u64, Vec<u64>>>; SHARDS],
+    /// Keyed per process, so that nobody can aim two users at one quota key.
+    keys: RandomState,
 }
 
 impl TicketStore {
@@ -102,20 +126,63 @@ impl TicketStore {
             capacity,
             live: AtomicUsize::new(0),
             shards: std::array::from_fn(|_| Mutex::default()),
+            per_user: 0,
+            per_address: 0,
+            quotas: std::array::from_fn(|_| Mutex::default()),
+            keys: RandomState::new(),
         }
+    }
+
+    /// Bounds the tickets outstanding (issued, not redeemed, not expired) for one user and for
+    /// one client address (IPv6 by /64); 0 leaves that one unbounded.
+    pub fn with_quotas(mut self, per_user: usize, per_address: usize) -> Self {
+        self.per_user = per_user;
+        self.per_address = per_address;
+        self
     }
 
     /// Issues a ticket for `identity`, valid from `now` for the TTL but never past `identity.exp`
     /// (a token already at its `exp` gets `expires_in` 0, a ticket that never redeems).
-    pub fn issue(&self, identity: Identity, now: u64) -> Result<Ticket, StoreFull> {
+    pub fn issue(&self, identity: Identity, now: u64) -> Result<Ticket, IssueError> {
+        self.issue_from(identity, None, now)
+    }
+
+    /// [`Self::issue`] for a request from `client`, counted against the user's and the
+    /// address's quotas.
+    pub fn issue_from(
+        &self,
+        identity: Identity,
+        client: Option<IpAddr>,
+        now: u64,
+    ) -> Result<Ticket, IssueError> {
         let expires = now.saturating_add(self.ttl).min(identity.exp);
-        self.reserve(now)?;
+        let user =
+            (self.per_user > 0).then(|| self.keys.hash_one(("user", identity.user.as_str())) | 1);
+        let address = client
+            .filter(|_| self.per_address > 0)
+            .map(|ip| self.keys.hash_one(("addr", address_key(ip))) | 1);
+        let owners = [user.unwrap_or(0), address.unwrap_or(0)];
+        if let Some(key) = user {
+            self.hold(key, self.per_user, expires, now)
+                .map_err(|()| IssueError::UserQuota)?;
+        }
+        if let Some(key) = address
+            && self.hold(key, self.per_address, expires, now).is_err()
+        {
+            self.release(owners[0], expires);
+            return Err(IssueError::AddressQuota);
+        }
+        if let Err(full) = self.reserve(now) {
+            self.release_all(owners, expires);
+            return Err(full);
+        }
         let share = self.capacity.div_ceil(SHARDS);
         let key = loop {
             let mut key = Key::default();
             if OsRng.try_fill_bytes(&mut key).is_err() {
                 self.live.fetch_sub(1, Ordering::Relaxed);
-                return Err(StoreFull);
+                self.release_all(owners, expires);
+                return Err(IssueError::Full);
             }
             let mut shard = lock(self.shard(&key));
             if shard.inserts >= SWEEP_EVERY || shard.tickets.len() >= share {
@@ -124,7 +191,11 @@ impl TicketStore {
             // A repeat of 128 random bits is practically impossible; it must still not hand
             // someone else's ticket to this identity.
             if let Slot::Vacant(slot) = shard.tickets.entry(key) {
-                slot.insert(Entry { identity, expires });
+                slot.insert(Entry {
+                    identity,
+                    expires,
+                    owners,
+                });
                 shard.inserts = shard.inserts.saturating_add(1);
                 break key;
             }
@@ -144,6 +215,7 @@ impl TicketStore {
             .remove(&key)
             .ok_or(TicketError)?;
         self.live.fetch_sub(1, Ordering::Relaxed);
+        self.release_all(entry.owners, entry.expires);
         if now < entry.expires {
             Ok(entry.identity)
         } else {
@@ -161,8 +233,49 @@ impl TicketStore {
         self.len() == 0
     }
 
+    /// Counts a ticket expiring at `expires` against quota `key`, unless it holds `limit`
+    /// tickets that are still live at `now`.
+    fn hold(&self, key: u64, limit: usize, expires: u64, now: u64) -> Result<(), ()> {
+        let mut quotas = self.quota_shard(key);
+        let held = quotas.entry(key).or_default();
+        held.retain(|&at| now < at);
+        if held.len() >= limit {
+            return Err(());
+        }
+        held.push(expires);
+        Ok(())
+    }
+
+    /// Gives back the place a ticket expiring at `expires` held under quota `key` (0: none).
+    fn release(&self, key: u64, expires: u64) {
+        if key == 0 {
+            return;
+        }
+        let mut quotas = self.quota_shard(key);
+        if let Slot::Occupied(mut held) = quotas.entry(key) {
+            if let Some(i) = held.get().iter().position(|&at| at == expires) {
+                held.get_mut().swap_remove(i);
+            }
+            if held.get().is_empty() {
+                held.remove();
+            }
+        }
+    }
+
+    fn release_all(&self, owners: [u64; 2], expires: u64) {
+        for key in owners {
+            self.release(key, expires);
+        }
+    }
+
+    fn quota_shard(&self, key: u64) -> MutexGuard<'_, HashMap<u64, Vec<u64>>> {
+        self.quotas[(key >> 59) as usize % SHARDS]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Counts one more ticket against the capacity; when full, first reclaims expired ones.
-    fn reserve(&self, now: u64) -> Result<(), StoreFull> {
+    fn reserve(&self, now: u64) -> Result<(), IssueError> {
         let take = |n: usize| (n < self.capacity).then_some(n + 1);
         if self
             .live
@@ -178,7 +291,7 @@ impl TicketStore {
         self.live
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, take)
             .map(drop)
-            .map_err(|_| StoreFull)
+            .map_err(|_| IssueError::Full)
     }
 
     fn sweep(&self, shard: &mut Shard, now: u64) {
@@ -186,7 +299,15 @@ impl TicketStore {
             return;
         }
         let before = shard.tickets.len();
-        shard.tickets.retain(|_, entry| now < entry.expires);
+        // (Lock order: a ticket shard, then a quota shard; `issue_from` never holds a quota
+        // shard while it takes a ticket shard.)
+        shard.tickets.retain(|_, entry| {
+            let live = now < entry.expires;
+            if !live {
+                self.release_all(entry.owners, entry.expires);
+            }
+            live
+        });
         self.live
             .fetch_sub(before - shard.tickets.len(), Ordering::Relaxed);
         shard.swept_at = now;
@@ -205,6 +326,15 @@ impl fmt::Debug for TicketStore {
             .field("capacity", &self.capacity)
             .field("live", &self.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// The address a quota counts by: IPv4 (and IPv4-mapped IPv6) whole, IPv6 by its /64, the
+/// block one host usually holds.
+fn address_key(ip: IpAddr) -> u128 {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => u128::from(v6) >> 64 << 64 | 1,
     }
 }
 
@@ -243,6 +373,91 @@ mod tests {
             iat: NOW - 60,
             groups: GroupPatterns::parse(["room.*"]).unwrap(),
         }
+    }
+
+    /// One user (or one address) can fill only its own quota: others still get tickets, and a
+    /// place frees when a ticket is redeemed or expires.
+    #[test]
+    fn quotas_bound_one_user_and_one_address() {
+        let store = TicketStore::new(10, 1000).with_quotas(3, 5);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let held: Vec<Ticket> = (0..3)
+            .map(|_| {
+                store
+                    .issue_from(identity("1", NOW + 3600), Some(a), NOW)
+                    .unwrap()
+            })
+            .collect();
+        let refused = store.issue_from(identity("1", NOW + 3600), Some(b), NOW);
+        assert_eq!(refused.unwrap_err(), IssueError::UserQuota);
+        // Another user from the same address: the address has room for two more.
+        for _ in 0..2 {
+            store
+                .issue_from(identity("2", NOW + 3600), Some(a), NOW)
+                .unwrap();
+        }
+        let refused = store.issue_from(identity("3", NOW + 3600), Some(a), NOW);
+        assert_eq!(refused.unwrap_err(), IssueError::AddressQuota);
+        // A refusal by the address gave back the user's place it had taken.
+        store
+            .issue_from(identity("3", NOW + 3600), Some(b), NOW)
+            .unwrap();
+        store
+            .issue_from(identity("3", NOW + 3600), Some(b), NOW)
+            .unwrap();
+        store
+            .issue_from(identity("3", NOW + 3600), Some(b), NOW)
+            .unwrap();
+        assert_eq!(
+            store
+                .issue_from(identity("3", NOW + 3600), Some(b), NOW)
+                .unwrap_err(),
+            IssueError::UserQuota
+        );
+        // IPv6 counts by /64.
+        let v6 = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let many = TicketStore::new(10, 1000).with_quotas(0, 1);
+        many.issue_from(identity("9", NOW + 60), v6("2001:db8::1"), NOW)
+            .unwrap();
+        assert_eq!(
+            many.issue_from(identity("9", NOW + 60), v6("2001:db8::ffff"), NOW)
+                .unwrap_err(),
+            IssueError::AddressQuota
+        );
+        many.issue_from(identity("9", NOW + 60), v6("2001:db8:0:1::1"), NOW)
+            .unwrap();
+        // Redeeming frees a place at once; expiry frees the others.
+        store.redeem(held[0].as_str(), NOW + 1).unwrap();
+        store
+            .issue_from(identity("1", NOW + 3600), Some(b), NOW + 1)
+            .unwrap();
+        assert_eq!(
+            store
+                .issue_from(identity("1", NOW + 3600), Some(b), NOW + 9)
+                .unwrap_err(),
+            IssueError::UserQuota
+        );
+        store
+            .issue_from(identity("1", NOW + 3600), Some(b), NOW + 10)
+            .unwrap();
+        assert_eq!(store.len(), 9, "quotas never count a ticket twice");
+    }
+
+    /// Expired tickets that nobody redeems leave no quota entry behind once swept.
+    #[test]
+    fn swept_tickets_free_their_quota_entries() {
+        let store = TicketStore::new(1, 10_000).with_quotas(2, 0);
+        for user in 0..200 {
+            let who = identity(&user.to_string(), NOW + 3600);
+            store.issue_from(who, None, NOW).unwrap();
+        }
+        for shard in &store.shards {
+            store.sweep(&mut lock(shard), NOW + 1);
+        }
+        assert_eq!(store.len(), 0);
+        let entries: usize = store.quotas.iter().map(|q| q.lock().unwrap().len()).sum();
+        assert_eq!(entries, 0);
     }
 
     #[test]
@@ -323,11 +538,11 @@ mod tests {
             .collect();
         assert_eq!(
             store.issue(identity("1", NOW + 3600), NOW).unwrap_err(),
-            StoreFull
+            IssueError::Full
         );
         assert_eq!(
             store.issue(identity("1", NOW + 3600), NOW + 9).unwrap_err(),
-            StoreFull
+            IssueError::Full
         );
         assert_eq!(store.len(), 40);
         let fresh = store.issue(identity("2", NOW + 3600), NOW + 10).unwrap();

@@ -152,6 +152,15 @@ impl<M: Copy + Eq + Hash + Debug> GroupTable<M> {
             .is_some_and(|list| list.iter().any(|m| &*m.group == group))
     }
 
+    /// The groups `member` is in, in no particular order.
+    pub fn joined(&self, member: M) -> impl Iterator<Item = &Arc<str>> {
+        self.memberships
+            .get(&member)
+            .into_iter()
+            .flatten()
+            .map(|m| &m.group)
+    }
+
     /// How many groups `member` is in.
     pub fn groups_of(&self, member: M) -> usize {
         self.memberships.get(&member).map_or(0, Vec::len)

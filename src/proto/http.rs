@@ -64,17 +64,39 @@ pub fn find_head_end(buf: &[u8], scanned: usize, max: usize) -> Result<Option<us
 /// Parses a complete head (as delimited by `find_head_end`) into caller storage; no allocation.
 ///
 /// Any httparse error is `Malformed`, and so is `Partial`, which a complete head cannot produce.
+/// So is a bare `\n` line end: httparse would end the head at a bare-LF blank line, before the
+/// `\r\n\r\n` that delimits it here, and the bytes between (a pipelined request) would vanish.
 /// More header lines than `headers` has room for (normally `MAX_HEADERS`) are also `Malformed`
 /// (400) rather than 431: the head is within the byte limit, it just has too many lines.
 pub fn parse_request<'h, 'b>(
     head: &'b [u8],
     headers: &'h mut [httparse::Header<'b>],
 ) -> Result<httparse::Request<'h, 'b>, HeadError> {
+    if has_bare_lf(head) {
+        return Err(HeadError::Malformed);
+    }
     let mut req = httparse::Request::new(headers);
     match req.parse(head) {
-        Ok(httparse::Status::Complete(_)) => Ok(req),
-        Ok(httparse::Status::Partial) | Err(_) => Err(HeadError::Malformed),
+        // Both ends agree (the check above makes them); a disagreement still drops nothing.
+        Ok(httparse::Status::Complete(len)) if len == head.len() => Ok(req),
+        Ok(_) | Err(_) => Err(HeadError::Malformed),
     }
+}
+
+/// Whether a `\n` in `head` is not preceded by `\r`.
+fn has_bare_lf(head: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(pos) = head
+        .get(from..)
+        .and_then(|h| h.iter().position(|&b| b == b'\n'))
+    {
+        let nl = from + pos;
+        if nl == 0 || head[nl - 1] != b'\r' {
+            return true;
+        }
+        from = nl + 1;
+    }
+    false
 }
 
 /// Splits a request target into its path and, after the first `?`, its query string.
@@ -158,12 +180,16 @@ fn key_matches(raw: &str, name: &str, ignore_case: bool) -> bool {
     }
 }
 
-/// Displays a request target with the value of every `token` and `ticket` parameter redacted.
+/// Displays a request target with every query value redacted: `/ws?room=[redacted]`.
 ///
-/// Parameter names are matched after percent-decoding and ignoring ASCII case, so that no
-/// spelling of a credential reaches a log; everything else is printed unchanged.
-#[derive(Debug, Clone, Copy)]
+/// A client may put a credential under any name (`?access_token=`, `?jwt=`, `?x=1;token=`) or
+/// in a parameter with no `=` at all (`?token%3D…`), so no value and no bare parameter is ever
+/// printed. A name is printed only when it is short and plain (ASCII letters, digits, `_`,
+/// `-`, `.`; at most 32 bytes), so that it cannot carry a token either.
 pub struct Redacted<'a>(pub &'a str);
+
+/// Longest query parameter name a log line shows.
+const SHOWN_NAME: usize = 32;
 
 impl fmt::Display for Redacted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -178,12 +204,16 @@ impl fmt::Display for Redacted<'_> {
                 f.write_str("&")?;
             }
             match pair.split_once('=') {
-                Some((key, _))
-                    if key_matches(key, "token", true) || key_matches(key, "ticket", true) =>
-                {
-                    write!(f, "{key}=[redacted]")?;
+                _ if pair.is_empty() => {}
+                Some((key, value)) => {
+                    let plain = key.len() <= SHOWN_NAME
+                        && key
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+                    f.write_str(if plain { key } else { "[redacted]" })?;
+                    f.write_str(if value.is_empty() { "=" } else { "=[redacted]" })?;
                 }
-                _ => f.write_str(pair)?,
+                None => f.write_str("[redacted]")?,
             }
         }
         Ok(())
@@ -284,6 +314,29 @@ mod tests {
     use super::*;
 
     const GET: &[u8] = b"GET /ws?ticket=abc HTTP/1.1\r\nHost: example.com\r\nX-Empty:\r\n\r\n";
+
+    /// httparse ends a head at a bare-LF blank line; the gateway delimits heads at `\r\n\r\n`.
+    /// A bare `\n` anywhere is refused, so the two never disagree and no byte between them
+    /// (a pipelined request) is dropped.
+    #[test]
+    fn bare_lf_line_ends_are_malformed() {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        for head in [
+            &b"GET /healthz HTTP/1.1\r\nHost: x\n\nGET /metrics HTTP/1.1\r\n\r\n"[..],
+            b"GET /healthz HTTP/1.1\nHost: x\r\n\r\n",
+            b"\nGET /healthz HTTP/1.1\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n\n\r\n\r\n",
+        ] {
+            let end = find_head_end(head, 0, 8192).unwrap().unwrap();
+            assert_eq!(
+                parse_request(&head[..end], &mut headers).err(),
+                Some(HeadError::Malformed),
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
+        assert!(parse_request(GET, &mut headers).is_ok());
+    }
 
     #[test]
     fn head_end_found_all_at_once() {
@@ -442,25 +495,31 @@ mod tests {
     }
 
     #[test]
-    fn redaction_hides_tokens_and_tickets_only() {
+    fn redaction_hides_every_value_and_every_odd_name() {
         let cases = [
             ("/ws", "/ws"),
             ("/ws?", "/ws?"),
             ("/ws?token=eyJ.a.b", "/ws?token=[redacted]"),
             (
                 "/ws?room=1&ticket=abc&x=&token=t&y",
-                "/ws?room=1&ticket=[redacted]&x=&token=[redacted]&y",
+                "/ws?room=[redacted]&ticket=[redacted]&x=&token=[redacted]&[redacted]",
             ),
             (
                 "/ws?TOKEN=s&%74icket=s",
-                "/ws?TOKEN=[redacted]&%74icket=[redacted]",
+                "/ws?TOKEN=[redacted]&[redacted]=[redacted]",
             ),
+            // Misnamed credentials, as clients really send them.
+            ("/ws?access_token=eyJ.a.b", "/ws?access_token=[redacted]"),
+            ("/ws?jwt=eyJ.a.b", "/ws?jwt=[redacted]"),
+            ("/ws?x=1;token=eyJ.a.b", "/ws?x=[redacted]"),
+            ("/ws?token%3DeyJ.a.b", "/ws?[redacted]"),
+            ("/ws?eyJhbGciOiJIUzI1NiJ9.e30.sig", "/ws?[redacted]"),
             (
-                "/ws?tokens=keep&my_token=keep",
-                "/ws?tokens=keep&my_token=keep",
+                "/ws?eyJhbGciOiJIUzI1NiJ9eyJhbGciOiJIUzI1NiJ9=1",
+                "/ws?[redacted]=[redacted]",
             ),
-            ("/ws?token", "/ws?token"),
-            ("/ws?a=token=x", "/ws?a=token=x"),
+            ("/ws?token", "/ws?[redacted]"),
+            ("/ws?a=token=x", "/ws?a=[redacted]"),
             ("/ws?token=a=b&&", "/ws?token=[redacted]&&"),
         ];
         for (target, shown) in cases {

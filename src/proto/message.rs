@@ -117,6 +117,12 @@ impl Assembler {
         }
     }
 
+    /// Changes the largest message accepted from now on (a message in progress is checked
+    /// against it at its next fragment).
+    pub fn set_max_message(&mut self, max_message: usize) {
+        self.max_message = max_message;
+    }
+
     /// Whether a fragmented message has started and not yet finished.
     pub fn in_progress(&self) -> bool {
         self.kind.is_some()

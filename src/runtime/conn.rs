@@ -23,11 +23,12 @@ use super::sys::{self, Transfer};
 use super::timer::{self, Timers};
 use super::{Service, WorkerShared};
 use crate::api::{self, Endpoint};
+use crate::auth::tickets::IssueError;
 use crate::config::Settings;
 use crate::envelope;
 use crate::hub::LocalHub;
 use crate::hub::table::GroupTable;
-use crate::limits::{IpSlot, Refusal, TokenBucket};
+use crate::limits::{Refusal, TokenBucket};
 use crate::metrics::{CoreStats, Rejection};
 use crate::proto::close::CloseCode;
 use crate::proto::frame::{self, OpCode};
@@ -308,26 +309,35 @@ pub(crate) fn serve<S: Service>(
     };
     async move {
         let timer = worker.timers.slot();
-        let Some(_admission) = Admission::take(&worker) else {
-            let retry = worker.settings().retry_after_secs.to_string();
-            let mut answer = Vec::new();
-            http::write_response(&mut answer, 503, &[("Retry-After", &retry)], b"");
-            conn.queue(&answer);
-            worker.stats.reject(Rejection::Unavailable503);
-            tracing::debug!(worker = worker.shared.id, %peer, "connection limit reached: 503");
-            finish(&worker, &mut conn, &timer).await;
-            return;
+        let admitted = match Admission::take(&worker) {
+            Some(admission) => count_address(&worker, &conn.member, peer).map(|()| admission),
+            None => {
+                worker.stats.reject(Rejection::Unavailable503);
+                tracing::debug!(worker = worker.shared.id, %peer, "connection limit reached: 503");
+                Err(worker.settings().retry_after_secs)
+            }
+        };
+        let _admission = match admitted {
+            Ok(admission) => admission,
+            Err(retry_after) => {
+                let retry = retry_after.to_string();
+                let mut answer = Vec::new();
+                http::write_response(&mut answer, 503, &[("Retry-After", &retry)], b"");
+                conn.queue(&answer);
+                finish(&worker, &mut conn, &timer).await;
+                return;
+            }
         };
         // Small frames must not wait for Nagle; failure only costs latency.
         let _ = conn.stream.set_nodelay(true);
         // No await inside the match, and no Option around the handler: either would keep a
         // second copy alive next to `ws` for the connection's whole life.
-        let (handler, ip_slot) = 'upgrade: {
+        let handler = 'upgrade: {
             loop {
                 // Only the small plan leaves this match: the handshake's result must not stay
                 // alive across an await next to `ws`.
                 let plan = match handshake(&worker, &mut conn, &timer).await {
-                    Ok(Head::Upgraded(handler, slot)) => break 'upgrade (handler, slot),
+                    Ok(Head::Upgraded(handler)) => break 'upgrade handler,
                     Ok(Head::Http(plan)) => plan,
                     Ok(Head::Answered) => break,
                     Err(Stop::Close(code, reason)) => {
@@ -367,8 +377,6 @@ pub(crate) fn serve<S: Service>(
             finish(&worker, &mut conn, &timer).await;
             return;
         };
-        // The address's place in the per-address count lives as long as the connection.
-        conn.member.ip_slot.set(ip_slot);
         conn.member
             .bucket
             .set(TokenBucket::new(worker.settings().rate.burst, 0));
@@ -402,9 +410,8 @@ pub(crate) fn serve<S: Service>(
 
 /// What a complete request head led to.
 enum Head<H> {
-    /// Upgraded: the 101 and any opening messages are queued; the client address's place in
-    /// the per-address count, held until the connection ends.
-    Upgraded(H, Option<Box<IpSlot>>),
+    /// Upgraded: the 101 and any opening messages are queued.
+    Upgraded(H),
     /// An HTTP API request whose body is still to be read.
     Http(HttpPlan),
     /// An error answer is queued; the connection closes after it.
@@ -481,7 +488,7 @@ async fn handshake<S: Service>(
         let now = unix_now();
         // The answer goes out through the cork; only what the socket refuses stays with us.
         let mut cork = worker.cork.borrow_mut();
-        let decision = decide(worker, &buf[..head_len], (now, c.fd), &mut cork);
+        let decision = decide(worker, &buf[..head_len], (now, &c.member), &mut cork);
         // Straight out unless an earlier answer is still queued (order first).
         let sent = if c.has_output() {
             0
@@ -504,12 +511,8 @@ async fn handshake<S: Service>(
         return match decision {
             Decision::Respond => Ok(Head::Answered),
             Decision::Http(plan) => Ok(Head::Http(plan)),
-            Decision::Upgraded(handler, Verdict::Continue, slot) => {
-                Ok(Head::Upgraded(handler, slot))
-            }
-            Decision::Upgraded(_, Verdict::Close(code, reason), _) => {
-                Err(Stop::Close(code, reason))
-            }
+            Decision::Upgraded(handler, Verdict::Continue) => Ok(Head::Upgraded(handler)),
+            Decision::Upgraded(_, Verdict::Close(code, reason)) => Err(Stop::Close(code, reason)),
         };
     }
 }
@@ -517,14 +520,14 @@ async fn handshake<S: Service>(
 enum Decision<H> {
     Respond,
     Http(HttpPlan),
-    Upgraded(H, Verdict, Option<Box<IpSlot>>),
+    Upgraded(H, Verdict),
 }
 
 /// PROTOCOL.md §1-2 for one complete head: an HTTP error, or the 101 plus the handler's opening.
 fn decide<S: Service>(
     worker: &Worker<S>,
     head: &[u8],
-    (now, fd): (u64, RawFd),
+    (now, member): (u64, &Member),
     out: &mut Vec<u8>,
 ) -> Decision<S::Handler> {
     let settings = worker.settings();
@@ -539,7 +542,11 @@ fn decide<S: Service>(
     };
     let (path, _) = http::split_target(request.path.unwrap_or(""));
     if path != settings.ws_path {
-        return http_head(worker, &request, (path, now), out);
+        if let Err(retry_after) = admit_address(worker, &settings, &request, member, false) {
+            respond(out, 503, &[("Retry-After", &retry_after.to_string())]);
+            return Decision::Respond;
+        }
+        return http_head(worker, &request, (path, now, member), out);
     }
     let upgrade = match handshake::validate(&request, &settings.ws_path) {
         Ok(upgrade) => upgrade,
@@ -564,13 +571,10 @@ fn decide<S: Service>(
         worker.stats.reject(Rejection::Forbidden403);
         return Decision::Respond;
     }
-    let slot = match admit_address(worker, &settings, &request, fd) {
-        Ok(slot) => slot,
-        Err(retry_after) => {
-            respond(out, 503, &[("Retry-After", &retry_after.to_string())]);
-            return Decision::Respond;
-        }
-    };
+    if let Err(retry_after) = admit_address(worker, &settings, &request, member, true) {
+        respond(out, 503, &[("Retry-After", &retry_after.to_string())]);
+        return Decision::Respond;
+    }
     worker.stats.handshakes_ok.fetch_add(1, Ordering::Relaxed);
     let accept = handshake::accept_key(upgrade.key);
     handshake::write_101(out, &accept, upgrade.offers_v1);
@@ -593,54 +597,128 @@ fn decide<S: Service>(
         counter.fetch_add(1, Ordering::Relaxed);
     }
     worker.stats.count_auth(handler.awaiting_auth(), verdict);
-    Decision::Upgraded(handler, verdict, slot)
+    Decision::Upgraded(handler, verdict)
 }
 
-/// The per-client-address limits (PROTOCOL.md §1's 503 row): the client is the peer, or the
-/// address a trusted proxy forwarded for. `Err` carries the Retry-After seconds.
+/// The per-address count from accept (PROTOCOL.md §1's 503 row): a connection from a peer
+/// that is not a trusted proxy takes its address's place before a byte of its request is read,
+/// so half-open heads and API connections count as upgrades do. A trusted proxy's connections
+/// are counted for the client it names, once its request head arrives ([`admit_address`]).
+/// `Err` carries the Retry-After seconds.
+fn count_address<S: Service>(
+    worker: &Worker<S>,
+    member: &Member,
+    peer: SocketAddr,
+) -> Result<(), u32> {
+    let settings = worker.settings();
+    let limits = &settings.rate.per_ip;
+    let ip = peer.ip();
+    if !limits.is_limited() || settings.rate.trusted_proxies.contains(ip) {
+        return Ok(());
+    }
+    match limits.connect(ip, worker.shared.clock_ms()) {
+        // Boxed: only gateways with per-address limits pay for the slot in each connection.
+        Ok(slot) => {
+            member.ip_slot.set(Some(Box::new(slot)));
+            Ok(())
+        }
+        Err(refusal) => Err(refused_address(worker, &settings, ip, refusal)),
+    }
+}
+
+/// The per-client-address limits at the request head: the client is the peer, or the address a
+/// trusted proxy forwarded for. An upgrade takes one of the client's upgrade tokens; a trusted
+/// proxy's connection takes the forwarded client's place in the count (a peer that is not a
+/// proxy took its own at accept). `Err` carries the Retry-After seconds.
 fn admit_address<S: Service>(
     worker: &Worker<S>,
     settings: &Settings,
     request: &httparse::Request<'_, '_>,
-    fd: RawFd,
-) -> Result<Option<Box<IpSlot>>, u32> {
+    member: &Member,
+    upgrade: bool,
+) -> Result<(), u32> {
     let limits = &settings.rate.per_ip;
     if !limits.is_limited() {
-        return Ok(None);
+        return Ok(());
     }
     // Asked of the socket only here (a gateway with per-address limits), so that no
     // connection carries its address around.
-    let Some(peer) = sys::peer_ip(fd) else {
-        return Ok(None);
+    let Some(peer) = sys::peer_ip(member.fd) else {
+        return Ok(());
     };
-    let proxies = &settings.rate.trusted_proxies;
-    let client = if proxies.is_empty() {
-        peer
-    } else {
-        let mut forwarded: [&[u8]; 8] = [&[]; 8];
-        let mut n = 0;
-        for h in request.headers.iter() {
-            if n < forwarded.len() && h.name.eq_ignore_ascii_case("x-forwarded-for") {
-                forwarded[n] = h.value;
-                n += 1;
-            }
+    let now = worker.shared.clock_ms();
+    if !settings.rate.trusted_proxies.contains(peer) {
+        if !upgrade {
+            return Ok(());
         }
-        proxies.client_ip(peer, &forwarded[..n])
+        return limits
+            .upgrade(peer, now)
+            .map_err(|refusal| refused_address(worker, settings, peer, refusal));
+    }
+    let client = forwarded_client(settings, request, peer);
+    let admitted = if upgrade {
+        limits.admit(client, now)
+    } else {
+        limits.connect(client, now)
     };
-    // Boxed: only gateways with per-address limits pay for the slot in each connection.
-    let admitted = limits.admit(client, worker.shared.clock_ms());
-    admitted
-        .map(|slot| Some(Box::new(slot)))
-        .map_err(|refusal| {
-            let counter = match refusal {
-                Refusal::Rate { .. } => &worker.stats.ip_rate_refusals,
-                _ => &worker.stats.ip_concurrent_refusals,
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-            worker.stats.reject(Rejection::Unavailable503);
-            tracing::debug!(worker = worker.shared.id, %client, "per-address limit: {refusal}");
-            refusal.retry_after_secs(settings.retry_after_secs)
-        })
+    match admitted {
+        Ok(slot) => {
+            // A keep-alive connection's next request replaces (and so releases) the last one.
+            member.ip_slot.set(Some(Box::new(slot)));
+            Ok(())
+        }
+        Err(refusal) => Err(refused_address(worker, settings, client, refusal)),
+    }
+}
+
+/// The client's address: the peer, or the address a trusted proxy forwarded for.
+fn client_address(
+    settings: &Settings,
+    request: &httparse::Request<'_, '_>,
+    fd: RawFd,
+) -> Option<std::net::IpAddr> {
+    sys::peer_ip(fd).map(|peer| forwarded_client(settings, request, peer))
+}
+
+/// The client a trusted proxy names in `X-Forwarded-For` (the peer itself when it is not one).
+fn forwarded_client(
+    settings: &Settings,
+    request: &httparse::Request<'_, '_>,
+    peer: std::net::IpAddr,
+) -> std::net::IpAddr {
+    let proxies = &settings.rate.trusted_proxies;
+    if proxies.is_empty() {
+        return peer;
+    }
+    // Every X-Forwarded-For line counts (the head is bounded to `MAX_HEADERS` lines): the
+    // proxy's own line is last, and a client that sends lines of its own must not push it out
+    // of sight.
+    let mut forwarded: [&[u8]; http::MAX_HEADERS] = [&[]; http::MAX_HEADERS];
+    let mut n = 0;
+    for h in request.headers.iter() {
+        if h.name.eq_ignore_ascii_case("x-forwarded-for") && n < forwarded.len() {
+            forwarded[n] = h.value;
+            n += 1;
+        }
+    }
+    proxies.client_ip(peer, &forwarded[..n])
+}
+
+/// Counts and logs a per-address refusal; returns its Retry-After seconds.
+fn refused_address<S: Service>(
+    worker: &Worker<S>,
+    settings: &Settings,
+    client: std::net::IpAddr,
+    refusal: Refusal,
+) -> u32 {
+    let counter = match refusal {
+        Refusal::Rate { .. } => &worker.stats.ip_rate_refusals,
+        _ => &worker.stats.ip_concurrent_refusals,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    worker.stats.reject(Rejection::Unavailable503);
+    tracing::debug!(worker = worker.shared.id, %client, "per-address limit: {refusal}");
+    refusal.retry_after_secs(settings.retry_after_secs)
 }
 
 /// PROTOCOL.md §5 for a request head on any path but the WebSocket's: what can be decided before
@@ -648,7 +726,7 @@ fn admit_address<S: Service>(
 fn http_head<S: Service>(
     worker: &Worker<S>,
     request: &httparse::Request<'_, '_>,
-    (path, now): (&str, u64),
+    (path, now, member): (&str, u64, &Member),
     out: &mut Vec<u8>,
 ) -> Decision<S::Handler> {
     let settings = worker.settings();
@@ -657,6 +735,10 @@ fn http_head<S: Service>(
         stall(request.path.unwrap_or(""));
         respond(out, 200, &[]);
         return Decision::Respond;
+    }
+    if settings.test_hooks && path == "/debug/panic" {
+        // The tests of what a panicking worker leaves behind (nothing half-dead) use this.
+        panic!("--test-hooks: /debug/panic");
     }
     let headers = &*request.headers;
     let keep_alive = api::wants_keep_alive(request.version.unwrap_or(0), headers);
@@ -668,7 +750,8 @@ fn http_head<S: Service>(
         }
         if endpoint == Endpoint::WsAuth {
             // Answered from the head; the (ignored) body is still read, for keep-alive.
-            issue_ticket(worker, &settings, headers, now, out, keep_alive)?;
+            let client = client_address(&settings, request, member.fd);
+            issue_ticket(worker, &settings, headers, (now, client), out, keep_alive)?;
         }
         Ok(HttpPlan {
             endpoint,
@@ -693,7 +776,7 @@ fn issue_ticket<S: Service>(
     worker: &Worker<S>,
     settings: &Settings,
     headers: &[httparse::Header<'_>],
-    now: u64,
+    (now, client): (u64, Option<std::net::IpAddr>),
     out: &mut Vec<u8>,
     keep_alive: bool,
 ) -> Result<(), api::ApiError> {
@@ -718,8 +801,22 @@ fn issue_ticket<S: Service>(
         .map_err(|e| api::ApiError::Token(e.status(), e.detail()))?;
     let ticket = state
         .tickets
-        .issue(identity, now)
-        .map_err(|_| api::ApiError::Unavailable("too many tickets outstanding"))?;
+        .issue_from(identity, client, now)
+        .map_err(|e| {
+            worker
+                .stats
+                .tickets_not_issued
+                .fetch_add(1, Ordering::Relaxed);
+            match e {
+                IssueError::Full => api::ApiError::Unavailable("too many tickets outstanding"),
+                IssueError::UserQuota => {
+                    api::ApiError::TooManyRequests("too many tickets outstanding for this user")
+                }
+                IssueError::AddressQuota => {
+                    api::ApiError::TooManyRequests("too many tickets outstanding for this address")
+                }
+            }
+        })?;
     worker.stats.tickets_issued.fetch_add(1, Ordering::Relaxed);
     api::write_ticket(out, ticket.as_str(), ticket.expires_in(), keep_alive);
     Ok(())
@@ -794,7 +891,8 @@ async fn http_request<S: Service>(
     let body = &c.pending[..plan.body_len];
     let keep_alive = match plan.endpoint {
         Endpoint::Healthz => {
-            api::write_healthz(&mut answer, plan.keep_alive);
+            let unresponsive = worker.shared.liveness.unresponsive();
+            api::write_healthz(&mut answer, &unresponsive, plan.keep_alive);
             plan.keep_alive
         }
         Endpoint::Metrics => {
@@ -898,7 +996,12 @@ impl<H: Handler> Ws<H> {
         let now = Instant::now();
         Self {
             handler,
-            assembler: Assembler::new(settings.limits.max_message_bytes),
+            assembler: Assembler::new(
+                settings
+                    .limits
+                    .max_message_bytes
+                    .min(session::MAX_PRE_AUTH_MESSAGE),
+            ),
             last_rx: now,
             pinged: false,
             auth_deadline: now + settings.timeouts.auth,
@@ -997,11 +1100,20 @@ fn note_identity<S: Service>(worker: &Worker<S>, member: &Member, ws: &mut Ws<S:
         .set(jti.map_or(0, |jti| state.fingerprint(jti)));
 }
 
-/// The monotonic instant of a Unix time (now, when it has passed).
+/// Longest a connection's timer waits for a token's `exp`: a later `exp` (any value a token
+/// may carry, up to `u64::MAX`) is checked again when this wait ends, so no deadline
+/// arithmetic ever sees a time from the network unbounded.
+const MAX_EXPIRY_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The monotonic instant of a Unix time (now, when it has passed), at most
+/// [`MAX_EXPIRY_WAIT`] ahead.
 fn instant_of_unix(secs: u64) -> Instant {
-    let at = UNIX_EPOCH + std::time::Duration::from_secs(secs);
-    let left = at.duration_since(SystemTime::now()).unwrap_or_default();
-    Instant::now() + left
+    let left = UNIX_EPOCH
+        .checked_add(std::time::Duration::from_secs(secs))
+        .map_or(MAX_EXPIRY_WAIT, |at| {
+            at.duration_since(SystemTime::now()).unwrap_or_default()
+        });
+    Instant::now() + left.min(MAX_EXPIRY_WAIT)
 }
 
 fn on_timer<H: Handler>(
@@ -1143,7 +1255,20 @@ fn process<S: Service>(
     let settings = worker.settings();
     let mut pos = 0;
     while pos < buf.len() {
-        let header = match frame::decode(&mut buf[pos..], settings.limits.max_frame_bytes) {
+        // Before authentication the only valid message is a small `authenticate`: a client
+        // that has not authenticated may not make us hold more than that.
+        let limits = &settings.limits;
+        let (max_frame, max_message) = if ws.handler.awaiting_auth() {
+            let cap = session::MAX_PRE_AUTH_MESSAGE;
+            (
+                limits.max_frame_bytes.min(cap),
+                limits.max_message_bytes.min(cap),
+            )
+        } else {
+            (limits.max_frame_bytes, limits.max_message_bytes)
+        };
+        ws.assembler.set_max_message(max_message);
+        let header = match frame::decode(&mut buf[pos..], max_frame) {
             Ok(Some(header)) => header,
             Ok(None) => break,
             Err(e) => return Err(Stop::Close(e.close_code(), failure_reason(e.close_code()))),
@@ -1360,6 +1485,7 @@ mod tests {
                 crate::runtime::control::Control::default(),
             )]
             .into(),
+            liveness: Default::default(),
         };
         let hub = LocalHub::new(hub, 0);
         let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()

@@ -362,6 +362,15 @@ impl<S: Service> Groups for GroupCtx<'_, S> {
         self.worker.table.borrow().is_member(self.key, group)
     }
 
+    fn joined(&self) -> Vec<std::sync::Arc<str>> {
+        self.worker
+            .table
+            .borrow()
+            .joined(self.key)
+            .cloned()
+            .collect()
+    }
+
     fn publish(&mut self, group: &str, data: RawJson<'_>, out: &mut Vec<u8>) {
         // Replies written before this publish go first: move them into this member's queue.
         if !out.is_empty() {

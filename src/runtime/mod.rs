@@ -50,6 +50,44 @@ pub struct Server {
     handle: Handle,
 }
 
+/// A worker that panicked: the gateway can no longer serve a share of its port (the kernel
+/// keeps steering connections to that worker's listener), so the process must end or be
+/// restarted. [`Handle::failures`] delivers one per worker that died.
+#[derive(Debug, Clone)]
+pub struct WorkerFailure {
+    /// The worker's index.
+    pub worker: usize,
+    /// The panic message.
+    pub message: String,
+}
+
+/// How often the liveness thread probes every worker: `GET /healthz` answers 503 while a
+/// worker has not answered the probe posted one period earlier.
+pub const LIVENESS_PERIOD: Duration = Duration::from_secs(1);
+
+/// What every worker knows of the others' health (for `GET /healthz`).
+#[derive(Debug, Default)]
+pub(crate) struct Liveness {
+    /// Bit `i`: worker `i` did not answer the last liveness probe in time, or panicked.
+    late: AtomicU64,
+    /// Bit `i`: worker `i` panicked (it never answers again).
+    dead: AtomicU64,
+    /// Set when the server stops: the liveness thread ends.
+    stopped: AtomicBool,
+}
+
+impl Liveness {
+    /// The workers that do not answer (stuck or dead), by index.
+    pub(crate) fn unresponsive(&self) -> Vec<usize> {
+        let bits = self.late.load(Ordering::Acquire) | self.dead.load(Ordering::Acquire);
+        (0..64).filter(|i| bits & (1 << i) != 0).collect()
+    }
+
+    fn mark_dead(&self, worker: usize) {
+        self.dead.fetch_or(1 << (worker % 64), Ordering::AcqRel);
+    }
+}
+
 /// What another thread may do with a running gateway: reload its settings, probe that every
 /// worker still runs, read its counters. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -57,6 +95,8 @@ pub struct Handle {
     stats: Vec<Arc<CoreStats>>,
     controls: Vec<Arc<Control>>,
     probes: Arc<AtomicU64>,
+    liveness: Arc<Liveness>,
+    failures: crossbeam_channel::Receiver<WorkerFailure>,
     /// The process-wide state a reload must keep (tickets, revocations, per-address counts).
     auth_state: Arc<crate::config::AuthState>,
     per_ip: Arc<crate::limits::IpLimits>,
@@ -97,24 +137,37 @@ impl Handle {
         }
     }
 
-    /// Posts a new liveness probe to every worker and returns the workers that had not answered
-    /// the previous one: an empty list means every worker's event loop turned since the last
-    /// call. The watchdog calls this once per period.
-    pub fn probe(&self) -> Vec<usize> {
-        let previous = self.probes.load(Ordering::SeqCst);
-        let late = self.late(previous);
+    /// A prober of its own: each caller (the service manager's watchdog, the `/healthz`
+    /// liveness thread) judges the workers by the probes it posted itself, at its own pace.
+    pub fn prober(&self) -> Prober {
+        Prober {
+            handle: self.clone(),
+            last: 0,
+        }
+    }
+
+    /// The workers that did not answer the liveness thread's last probe in time, or panicked:
+    /// what `GET /healthz` reports.
+    pub fn unresponsive(&self) -> Vec<usize> {
+        self.liveness.unresponsive()
+    }
+
+    /// One message per worker that panicked. The binary exits non-zero on the first (so that a
+    /// service manager restarts it); an embedding program decides for itself.
+    pub fn failures(&self) -> crossbeam_channel::Receiver<WorkerFailure> {
+        self.failures.clone()
+    }
+
+    fn post_probe(&self) -> u64 {
         let seq = self.probes.fetch_add(1, Ordering::SeqCst) + 1;
         for control in &self.controls {
             control.post_probe(seq);
         }
-        late
+        seq
     }
 
     fn probe_and_wait(&self, wait: Duration) -> Vec<usize> {
-        let seq = self.probes.fetch_add(1, Ordering::SeqCst) + 1;
-        for control in &self.controls {
-            control.post_probe(seq);
-        }
+        let seq = self.post_probe();
         let deadline = Instant::now() + wait;
         loop {
             let late = self.late(seq);
@@ -130,6 +183,25 @@ impl Handle {
             .filter(|(_, c)| c.answered() < seq)
             .map(|(i, _)| i)
             .collect()
+    }
+}
+
+/// Liveness probes of one caller, judged by the probes it posted itself (a worker that answered
+/// a later probe, posted by anyone, answered this one too).
+#[derive(Debug)]
+pub struct Prober {
+    handle: Handle,
+    last: u64,
+}
+
+impl Prober {
+    /// Posts a new probe to every worker and returns the workers that had not answered this
+    /// prober's previous one: an empty list means every worker's event loop turned since the
+    /// last call.
+    pub fn probe(&mut self) -> Vec<usize> {
+        let late = self.handle.late(self.last);
+        self.last = self.handle.post_probe();
+        late
     }
 }
 
@@ -166,6 +238,7 @@ impl Server {
 
     /// Waits for the workers to end.
     pub fn join(self) {
+        self.handle.liveness.stopped.store(true, Ordering::Release);
         for thread in self.threads {
             // A worker that panicked has already printed why; the others still get joined.
             let _ = thread.join();
@@ -192,6 +265,8 @@ pub fn start<S: Service>(settings: Settings, service: S) -> io::Result<Server> {
         .map(|_| Arc::new(Control::default()))
         .collect();
     let all_controls: Arc<[Arc<Control>]> = controls.clone().into();
+    let liveness = Arc::new(Liveness::default());
+    let (failure_tx, failures) = crossbeam_channel::unbounded();
     let mut threads = Vec::with_capacity(settings.workers);
     for (id, listener) in listeners.into_iter().enumerate() {
         let stop = Arc::new(Stop::default());
@@ -206,11 +281,34 @@ pub fn start<S: Service>(settings: Settings, service: S) -> io::Result<Server> {
             stats: stats[id].clone(),
             all_stats: all_stats.clone(),
             controls: all_controls.clone(),
+            liveness: liveness.clone(),
         };
         let ready_tx = ready_tx.clone();
+        let failure_tx = failure_tx.clone();
         let thread = std::thread::Builder::new()
             .name(format!("wsgate-core-{id}"))
-            .spawn(move || run_worker(shared, listener, driver, (stop, control), ready_tx))?;
+            .spawn(move || {
+                let liveness = shared.liveness.clone();
+                // A second handle on the listening socket: a dead worker's runtime may keep the
+                // listener (and its connections) open, and the kernel would go on steering
+                // new connections to it.
+                let listening = listener.try_clone();
+                let run = || run_worker(shared, listener, driver, (stop, control), ready_tx);
+                if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+                    if let Ok(listening) = &listening {
+                        // Out of the port's SO_REUSEPORT group; its backlog is reset.
+                        let _ =
+                            socket2::SockRef::from(listening).shutdown(std::net::Shutdown::Both);
+                    }
+                    let message = panic_message(&*panic);
+                    liveness.mark_dead(id);
+                    tracing::error!(worker = id, panic = %message, "worker panicked");
+                    let _ = failure_tx.send(WorkerFailure {
+                        worker: id,
+                        message,
+                    });
+                }
+            })?;
         threads.push(thread);
     }
     drop(ready_tx);
@@ -234,6 +332,8 @@ pub fn start<S: Service>(settings: Settings, service: S) -> io::Result<Server> {
             stats,
             controls: controls.clone(),
             probes: Arc::new(AtomicU64::new(0)),
+            liveness,
+            failures,
             auth_state: settings.auth.state.clone(),
             per_ip: settings.rate.per_ip.clone(),
         },
@@ -243,8 +343,31 @@ pub fn start<S: Service>(settings: Settings, service: S) -> io::Result<Server> {
             server.shutdown();
             Err(e)
         }
-        None => Ok(server),
+        None => {
+            let mut prober = server.handle.prober();
+            let liveness = server.handle.liveness.clone();
+            std::thread::Builder::new()
+                .name("wsgate-liveness".into())
+                .spawn(move || {
+                    while !liveness.stopped.load(Ordering::Acquire) {
+                        let late = prober.probe();
+                        let bits = late.iter().fold(0u64, |b, &i| b | 1 << (i % 64));
+                        liveness.late.store(bits, Ordering::Release);
+                        std::thread::sleep(LIVENESS_PERIOD);
+                    }
+                })?;
+            Ok(server)
+        }
     }
+}
+
+/// The text of a panic's payload (`panic!` with a literal or with format arguments).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
 }
 
 /// Chooses the driver once for the process: `auto` probes io_uring (kernel support, seccomp,
@@ -322,6 +445,8 @@ pub(crate) struct WorkerShared<S> {
     pub(crate) all_stats: Arc<[Arc<CoreStats>]>,
     /// Every core's control slot, for revocations posted from any core.
     pub(crate) controls: Arc<[Arc<Control>]>,
+    /// Which workers answer, for `GET /healthz`.
+    pub(crate) liveness: Arc<Liveness>,
 }
 
 impl<S> WorkerShared<S> {
