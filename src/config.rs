@@ -37,6 +37,12 @@ pub struct Config {
     #[arg(long, env = "WSGATE_PIN_CORES")]
     pub pin_cores: bool,
 
+    /// Share the listen address with a gateway already listening on it, to hand over without
+    /// a gap (start the new one with this flag, then stop the old one). Without it, an address
+    /// already in use is a start-up error: two gateways on one port split every group.
+    #[arg(long, env = "WSGATE_HANDOVER")]
+    pub handover: bool,
+
     /// io_uring submission-queue entries per worker (at least 256).
     #[arg(long, env = "WSGATE_RING_ENTRIES", default_value_t = 1024)]
     pub ring_entries: u32,
@@ -240,9 +246,16 @@ pub struct Config {
     #[arg(long, env = "WSGATE_KEEPALIVE_TIMEOUT_MS", default_value_t = 30_000)]
     pub keepalive_timeout_ms: u64,
 
-    /// Milliseconds to wait for the peer's side of a closing handshake.
+    /// Milliseconds to wait for the peer's side of a closing handshake, once our Close frame
+    /// has been handed to the socket.
     #[arg(long, env = "WSGATE_CLOSE_TIMEOUT_MS", default_value_t = 1_000)]
     pub close_timeout_ms: u64,
+
+    /// Milliseconds a closing connection's queued output and Close frame may take to reach
+    /// the socket of a peer that is not reading (a slow consumer closed with 1008 that reads
+    /// again gets its messages and the 1008); then the connection is dropped.
+    #[arg(long, env = "WSGATE_CLOSE_FLUSH_TIMEOUT_MS", default_value_t = 10_000)]
+    pub close_flush_timeout_ms: u64,
 
     /// Seconds a shutdown (SIGTERM/SIGINT) may take: connections get close 1001 and their
     /// queued output is flushed; whatever is still open then is dropped. A second signal exits
@@ -377,6 +390,8 @@ pub struct Timeouts {
     pub keepalive: Duration,
     /// Wait for the peer's half of a closing handshake.
     pub close: Duration,
+    /// Wait for a non-reading peer's socket to take the output queued before our Close.
+    pub close_flush: Duration,
     /// The whole graceful shutdown.
     pub shutdown: Duration,
 }
@@ -389,6 +404,7 @@ impl Default for Timeouts {
             ping_after: Duration::from_secs(20),
             keepalive: Duration::from_secs(30),
             close: Duration::from_secs(1),
+            close_flush: Duration::from_secs(10),
             shutdown: Duration::from_secs(10),
         }
     }
@@ -497,6 +513,8 @@ pub struct Settings {
     pub workers: usize,
     /// Pin workers to CPUs.
     pub pin_cores: bool,
+    /// Share the listen address with a gateway already on it (`--handover`).
+    pub handover: bool,
     /// io_uring entries per worker.
     pub ring_entries: u32,
     /// Listen backlog per worker.
@@ -670,6 +688,7 @@ impl Config {
             listen: self.listen,
             workers,
             pin_cores: self.pin_cores,
+            handover: self.handover,
             ring_entries: self.ring_entries.max(256),
             backlog: self.backlog.max(1),
             driver: self.driver,
@@ -712,6 +731,7 @@ impl Config {
                 ping_after: Duration::from_millis(self.ping_interval_ms.max(1)),
                 keepalive: Duration::from_millis(self.keepalive_timeout_ms),
                 close: Duration::from_millis(self.close_timeout_ms.max(1)),
+                close_flush: Duration::from_millis(self.close_flush_timeout_ms.max(1)),
                 shutdown: Duration::from_secs(self.shutdown_timeout),
             },
             print_addr: self.print_addr,
@@ -736,7 +756,16 @@ impl Config {
     /// `--allowed-origins` plus the patterns in `--allowed-origins-file`, or the allowed-hosts
     /// mode when neither is given.
     fn origin_policy(&self, debug: bool) -> Result<OriginPolicy, ConfigError> {
-        let mut patterns = self.allowed_origins.clone();
+        // An empty value (`--allowed-hosts ''`, `WSGATE_ALLOWED_HOSTS=` in an env file) is an
+        // empty list, and an empty item in a list is no item.
+        let present = |items: &[String]| -> Vec<String> {
+            items
+                .iter()
+                .filter(|item| !item.trim().is_empty())
+                .cloned()
+                .collect()
+        };
+        let mut patterns = present(&self.allowed_origins);
         if let Some(path) = &self.allowed_origins_file {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
                 flag: "--allowed-origins-file",
@@ -751,12 +780,12 @@ impl Config {
             );
         }
         if patterns.is_empty() && self.allowed_origins_file.is_none() {
-            return OriginPolicy::allowed_hosts(&self.allowed_hosts, debug).map_err(|source| {
-                ConfigError::Origin {
+            return OriginPolicy::allowed_hosts(&present(&self.allowed_hosts), debug).map_err(
+                |source| ConfigError::Origin {
                     flag: "--allowed-hosts",
                     source,
-                }
-            });
+                },
+            );
         }
         let flag = if self.allowed_origins_file.is_some() {
             "--allowed-origins/--allowed-origins-file"

@@ -228,8 +228,7 @@ fn status(handle: &runtime::Handle) -> String {
 /// `--check-config`: builds the settings exactly as a start would (reading every file), prints
 /// a summary without any secret, and exits; an error exits 1 naming the flag.
 fn check_config(config: Config) -> anyhow::Result<()> {
-    EnvFilter::try_new(&config.log_level)
-        .with_context(|| format!("--log-level {:?}", config.log_level))?;
+    log_filter(&config.log_level)?;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let settings = config
         .into_settings(&Env::from_process(), cores, || DevSecret(vec![0; 32]))
@@ -239,6 +238,7 @@ fn check_config(config: Config) -> anyhow::Result<()> {
         (auth.first_frame, "first-frame"),
         (auth.header, "header"),
         (auth.subprotocol, "subprotocol"),
+        (auth.ticket, "ticket"),
         (auth.query_token, "query-token"),
     ]
     .iter()
@@ -271,7 +271,7 @@ fn check_config(config: Config) -> anyhow::Result<()> {
 }
 
 fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(level).with_context(|| format!("--log-level {level:?}"))?;
+    let filter = log_filter(level)?;
     // Colour only on a terminal: the journal and log files get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -282,6 +282,26 @@ fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
         LogFormat::Json => builder.json().init(),
     }
     Ok(())
+}
+
+/// The `--log-level` filter. A bare word must be a level: `EnvFilter` would read `verbose` as
+/// "everything from a module named verbose", and the gateway would then log nothing at all.
+fn log_filter(spec: &str) -> anyhow::Result<EnvFilter> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    let is_level = |word: &str| LEVELS.iter().any(|l| l.eq_ignore_ascii_case(word.trim()));
+    for directive in spec.split(',').filter(|d| !d.trim().is_empty()) {
+        let level = directive
+            .rsplit_once('=')
+            .map_or(directive, |(_, level)| level);
+        if !is_level(level) {
+            anyhow::bail!(
+                "--log-level {spec:?}: {level:?} is not a level ({}); a filter names one per \
+                 target, as in `info,wsgate=debug`",
+                LEVELS.join(", ")
+            );
+        }
+    }
+    EnvFilter::try_new(spec).with_context(|| format!("--log-level {spec:?}"))
 }
 
 /// `--dev`: a token for user "dev" allowed into every group, and a browser snippet using it.

@@ -147,3 +147,36 @@ fn dev_mode_prints_a_working_token() {
         "{reply}"
     );
 }
+
+/// A second gateway on an address where one listens is refused at start (with SO_REUSEPORT it
+/// would bind beside the first and split every group), unless it is a hand-over.
+#[test]
+fn a_second_gateway_on_the_same_address_is_refused_unless_handing_over() {
+    let (_first, addr, _) = spawn(wsgate().env("WSGATE_JWT_SECRET", "s").args([
+        "--listen",
+        "127.0.0.1:0",
+        "--print-addr",
+        "--workers",
+        "1",
+    ]));
+    let out = wsgate()
+        .env("WSGATE_JWT_SECRET", "s")
+        .args(["--listen", &addr, "--workers", "1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&addr) && stderr.contains("--handover"),
+        "{stderr}"
+    );
+    let (_second, second_addr, _) = spawn(wsgate().env("WSGATE_JWT_SECRET", "s").args([
+        "--listen",
+        &addr,
+        "--print-addr",
+        "--workers",
+        "1",
+        "--handover",
+    ]));
+    assert_eq!(second_addr, addr);
+}

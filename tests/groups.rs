@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::net::TcpStream;
 use std::sync::{Arc, Barrier};
 
@@ -281,5 +282,68 @@ fn a_member_that_stops_reading_is_closed_1008_and_the_others_get_everything() {
             })
             .sum();
         assert_eq!(closes, 1, "{driver}");
+    }
+}
+
+/// A member that stops reading for 3 s while its group is busy is closed 1008; when it reads
+/// again it gets an in-order prefix of the group's messages and then the 1008 Close frame: the
+/// Close waits for the socket (up to `--close-flush-timeout-ms`) instead of being dropped.
+#[test]
+fn a_slow_member_that_reads_again_gets_a_prefix_then_the_1008() {
+    for driver in drivers() {
+        let srv = start_api(driver, &[]);
+        let mut slow = raw_member(srv.addr, "slow", &["*"]);
+        assert_eq!(
+            command(&mut slow, json!({"action":"join","group":"busy"}))["action"],
+            "joined"
+        );
+        let mut api = tcp(srv.addr);
+        let payload = "x".repeat(60_000);
+        let mut published = 0u64;
+        // Publish until the gateway gives up on the member (1 MiB budget beyond the kernel's
+        // buffers), each publish answered before the next.
+        while srv
+            .stats()
+            .iter()
+            .map(|s| {
+                s.slow_consumer_closes
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            })
+            .sum::<u64>()
+            == 0
+        {
+            assert!(published < 1_000, "{driver}: the member was never closed");
+            let body = json!({"group":"busy","data":{"seq":published,"pad":payload}}).to_string();
+            write!(
+                api,
+                "POST /api/publish HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {API_KEY}\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            assert_eq!(read_http_response(&mut api).status, 202);
+            published += 1;
+        }
+        // The member is still not reading, for 3 s in all.
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        let mut next = 0u64;
+        let code = loop {
+            let (first, payload) = read_frame(&mut slow);
+            match first & 0x0f {
+                0x1 => {
+                    let message: Value = serde_json::from_slice(&payload).unwrap();
+                    assert_eq!(message["data"]["seq"], next, "{driver}: out of order");
+                    next += 1;
+                }
+                0x8 => break u16::from_be_bytes([payload[0], payload[1]]),
+                0x9 | 0xa => {}
+                op => panic!("{driver}: opcode {op}"),
+            }
+        };
+        assert_eq!(code, 1008, "{driver}");
+        assert!(
+            next > 0 && next < published,
+            "{driver}: {next} of {published}"
+        );
     }
 }

@@ -486,6 +486,39 @@ fn check_config_passes_a_good_configuration_and_names_what_is_wrong_in_a_bad_one
     assert!(stdout.starts_with("configuration OK"), "{stdout}");
     assert!(stdout.contains("2 pattern(s)") && stdout.contains("api keys          1"));
     assert!(stdout.contains("uring taskrun     Coop"), "{stdout}");
+    assert!(
+        stdout.contains("(first-frame, header, subprotocol, ticket)"),
+        "{stdout}"
+    );
+    // An empty hosts list is an empty list: with --debug, the local hosts (flag or env file).
+    let secret_env = ("WSGATE_JWT_SECRET", "s");
+    let (ok, stdout, stderr) = check_config(&["--allowed-hosts", "", "--debug"], &[secret_env]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("origins           3 pattern(s)"),
+        "{stdout}"
+    );
+    let env = [
+        secret_env,
+        ("WSGATE_ALLOWED_HOSTS", ""),
+        ("WSGATE_DEBUG", "true"),
+    ];
+    let (ok, stdout, stderr) = check_config(&[], &env);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("origins           3 pattern(s)"),
+        "{stdout}"
+    );
+    // Levels and per-target filters still pass.
+    for level in [
+        "debug",
+        "WARN",
+        "info,wsgate=debug",
+        "wsgate::runtime=trace",
+    ] {
+        let (ok, _, stderr) = check_config(&good, &[("WSGATE_LOG_LEVEL", level)]);
+        assert!(ok, "{level}: {stderr}");
+    }
     assert!(!stdout.contains("a-secret") && !stdout.contains("an-api-key"));
 
     let broken = write(&dir.path("broken"), "*.example.com\n");
@@ -543,6 +576,17 @@ fn check_config_passes_a_good_configuration_and_names_what_is_wrong_in_a_bad_one
             vec!["--uring-taskrun", "sometimes"],
             &[("WSGATE_JWT_SECRET", "s")],
             "--uring-taskrun",
+        ),
+        // A word that is no level would silence every log line.
+        (
+            vec![],
+            &[("WSGATE_JWT_SECRET", "s"), ("WSGATE_LOG_LEVEL", "verbose")],
+            "--log-level",
+        ),
+        (
+            vec!["--log-level", "info,wsgate=chatty"],
+            &[("WSGATE_JWT_SECRET", "s")],
+            "--log-level",
         ),
     ];
     for (args, env, named) in cases {

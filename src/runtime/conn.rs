@@ -1392,11 +1392,14 @@ async fn end<S: Service>(
     (code, reason)
 }
 
-/// Sends what is queued, half-closes, and drains input until the peer closes, all within the
-/// close timeout. Draining matters: closing with unread input would turn our last frame into a
-/// reset that the peer may never read.
+/// Sends what is queued (the Close frame last) as the socket takes it, within the close-flush
+/// timeout, so a peer that stopped reading for a while still gets every byte and the close
+/// code; then half-closes and drains input until the peer closes, within the close timeout.
+/// Draining matters: closing with unread input would turn our last frame into a reset that the
+/// peer may never read.
 async fn finish<S: Service>(worker: &Worker<S>, c: &mut Conn, timer: &timer::Slot<'_>) {
-    timer.reset(Instant::now() + worker.settings().timeouts.close);
+    let timeouts = worker.settings().timeouts;
+    timer.reset(Instant::now() + timeouts.close_flush);
     while c.has_output() {
         // MSG_MORE: the shutdown below tacks its FIN onto the Close frame's segment, one
         // transmit (and one wake-up of the peer) fewer per connection.
@@ -1412,6 +1415,7 @@ async fn finish<S: Service>(worker: &Worker<S>, c: &mut Conn, timer: &timer::Slo
         }
     }
     sys::shutdown_write(c.fd);
+    timer.reset(Instant::now() + timeouts.close);
     loop {
         monoio::select! {
             r = c.stream.readable(false) => if r.is_err() { return },

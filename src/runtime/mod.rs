@@ -409,6 +409,9 @@ fn allowed_cpus() -> Vec<usize> {
 /// One listener per worker on the same address; the first one resolves port 0 for the others.
 fn bind_listeners(settings: &Settings, driver: Driver) -> io::Result<Vec<StdListener>> {
     let mut addr = settings.listen;
+    if addr.port() != 0 && !settings.handover {
+        refuse_if_in_use(addr)?;
+    }
     let mut listeners = Vec::with_capacity(settings.workers);
     for _ in 0..settings.workers {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
@@ -428,6 +431,32 @@ fn bind_listeners(settings: &Settings, driver: Driver) -> io::Result<Vec<StdList
         listeners.push(listener);
     }
     Ok(listeners)
+}
+
+/// Fails when something already listens on `addr`. The workers' listeners use SO_REUSEPORT,
+/// so a second gateway would bind beside the first and the kernel would split new connections
+/// (and so every group) between them; a probe bound without it finds the first one instead.
+fn refuse_if_in_use(addr: SocketAddr) -> io::Result<()> {
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    probe.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        probe.set_only_v6(true)?;
+    }
+    match probe.bind(&addr.into()) {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
+            e.kind(),
+            format!(
+                "cannot listen on {addr}: another process (another wsgate?) listens there; two \
+                 gateways on one port would split every group. Stop it first, or start this one \
+                 with --handover and then stop the old one"
+            ),
+        )),
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("cannot listen on {addr}: {e}"),
+        )),
+        Ok(()) => Ok(()),
+    }
 }
 
 /// The one millisecond clock every worker reads for per-address limits (they share the table).
