@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use wsgate::hub::{Hub, LocalHub};
+use wsgate::hub::{Hub, INBOX_CAPACITY, LocalHub};
 
 struct Consumer {
     received: Arc<AtomicU64>,
@@ -65,7 +65,12 @@ fn run(
     let before = consumer.received.load(Ordering::Acquire);
     let start = Instant::now();
     for i in 1..=n {
-        producer.send_remote(&group, frame);
+        // The queue is bounded: wait for the consumer rather than lose a message.
+        while producer.hub().queue_depth(1) + 1 >= INBOX_CAPACITY {
+            producer.wake_pending();
+            std::hint::spin_loop();
+        }
+        assert_eq!(producer.send_remote(&group, frame), 0);
         if i % wake_every == 0 {
             producer.wake_pending();
         }

@@ -267,6 +267,11 @@ pub struct Config {
     #[arg(long, env = "WSGATE_MAX_GROUPS_PER_CONNECTION", default_value_t = 100)]
     pub max_groups_per_connection: usize,
 
+    /// Publishes one worker's queue from the other workers holds; a publish that finds it full
+    /// is lost for that worker, counted, and the group's members there are closed 1008.
+    #[arg(long, env = "WSGATE_HUB_QUEUE_MESSAGES", default_value_t = crate::hub::INBOX_CAPACITY)]
+    pub hub_queue_messages: usize,
+
     /// File with the HTTP API's bearer keys, one per line (or put one key in WSGATE_API_KEY);
     /// without any key, `POST /api/publish` answers 401 to everyone.
     #[arg(long, env = "WSGATE_API_KEY_FILE")]
@@ -543,6 +548,8 @@ pub struct Settings {
     pub print_addr: bool,
     /// Groups one connection may join.
     pub max_groups_per_connection: usize,
+    /// Capacity of each worker's queue of publishes from the others.
+    pub hub_queue_messages: usize,
     /// HTTP API bearer keys.
     pub api_keys: ApiKeys,
     /// Largest HTTP API body.
@@ -736,6 +743,7 @@ impl Config {
             },
             print_addr: self.print_addr,
             max_groups_per_connection: self.max_groups_per_connection.max(1),
+            hub_queue_messages: self.hub_queue_messages.max(1),
             api_keys,
             max_body_bytes: self.max_body_bytes,
             test_hooks: self.test_hooks,

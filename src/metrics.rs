@@ -107,6 +107,8 @@ pub struct CoreStats {
     pub fanout_deliveries: AtomicU64,
     /// Gauge: messages waiting in this core's cross-core inbox, as last seen by its worker.
     pub cross_core_queue_depth: AtomicU64,
+    /// Messages this core could not hand to another core, whose queue was full.
+    pub cross_core_lost: AtomicU64,
     /// Connections closed with 1008 because their outbound buffer exceeded its budget.
     pub slow_consumer_closes: AtomicU64,
     /// Non-upgrade HTTP requests answered by the API (any status).
@@ -213,7 +215,7 @@ struct Plain {
     field: fn(&CoreStats) -> &AtomicU64,
 }
 
-const PLAIN: [Plain; 19] = [
+const PLAIN: [Plain; 20] = [
     Plain {
         name: "wsgate_open_connections",
         help: "WebSocket connections currently open.",
@@ -255,6 +257,12 @@ const PLAIN: [Plain; 19] = [
         help: "Messages waiting in the core's cross-core inbox.",
         kind: Kind::Gauge,
         field: |s| &s.cross_core_queue_depth,
+    },
+    Plain {
+        name: "wsgate_cross_core_lost_total",
+        help: "Publishes this core could not hand to another core because that core's queue was full (the group's members there are closed 1008).",
+        kind: Kind::Counter,
+        field: |s| &s.cross_core_lost,
     },
     Plain {
         name: "wsgate_slow_consumer_closes_total",
@@ -546,6 +554,7 @@ mod tests {
         b.inc(&b.open_connections);
         b.sub(&b.open_connections, 3);
         b.set(&b.cross_core_queue_depth, 42);
+        a.add(&a.cross_core_lost, 12);
         a.inc(&a.slow_consumer_closes);
         b.add(&b.http_requests, 6);
         b.inc(&b.api_publishes);
@@ -585,6 +594,7 @@ mod tests {
             ("wsgate_sent_bytes_total", 0, u64::MAX),
             ("wsgate_fanout_deliveries_total", 7, 0),
             ("wsgate_cross_core_queue_messages", 0, 42),
+            ("wsgate_cross_core_lost_total", 12, 0),
             ("wsgate_slow_consumer_closes_total", 1, 0),
             ("wsgate_http_requests_total", 0, 6),
             ("wsgate_api_publishes_total", 0, 1),

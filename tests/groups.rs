@@ -347,3 +347,73 @@ fn a_slow_member_that_reads_again_gets_a_prefix_then_the_1008() {
         );
     }
 }
+
+/// A connection on the given core: connects until the server counts one more there (the kernel
+/// spreads connections over the workers' listeners by hash).
+fn connection_on_core(srv: &TestServer, core: usize, open: impl Fn() -> TcpStream) -> TcpStream {
+    // The others stay open until one lands, so that each count is a clean step up.
+    let mut elsewhere = Vec::new();
+    for _ in 0..64 {
+        let before = srv.open_per_core();
+        let s = open();
+        wait_for("the connection to be counted", || {
+            srv.open_per_core().iter().sum::<u64>() > before.iter().sum::<u64>()
+        });
+        if srv.open_per_core()[core] > before[core] {
+            return s;
+        }
+        elsewhere.push(s);
+    }
+    panic!("64 connections and none on core {core}");
+}
+
+/// A worker that stops draining its queue of publishes from the other worker loses what does
+/// not fit, never silently: the loss is counted where it happened, and the group's members on
+/// that worker are closed 1008 before anything newer reaches them.
+#[test]
+fn a_full_cross_core_queue_closes_its_members_1008_and_is_counted() {
+    let srv = start_open(
+        "epoll",
+        &[
+            "--workers",
+            "2",
+            "--hub-queue-messages",
+            "4",
+            "--test-hooks",
+        ],
+    );
+    let member = |user: &'static str| move || raw_member(srv.addr, user, &["*"]);
+    let mut publisher = connection_on_core(&srv, 0, member("p"));
+    let mut far = connection_on_core(&srv, 1, member("m"));
+    for s in [&mut publisher, &mut far] {
+        assert_eq!(
+            command(s, json!({"action":"join","group":"g"}))["action"],
+            "joined"
+        );
+    }
+    // Core 1 stops for 1.5 s: it counts the request, then blocks without turning its loop.
+    let requests = || {
+        srv.stats()[1]
+            .http_requests
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    let mut stall = connection_on_core(&srv, 1, || tcp(srv.addr));
+    let before = requests();
+    stall
+        .write_all(b"POST /debug/stall?ms=1500 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        .unwrap();
+    wait_for("core 1 to take the stall", || requests() > before);
+    // Ten publishes from core 0 while core 1 stands: four fit in its queue, six are lost.
+    for seq in 0..10 {
+        let cmd = json!({"action":"send","group":"g","data":seq});
+        assert_eq!(command(&mut publisher, cmd)["data"], seq);
+    }
+    assert_eq!(read_http_response(&mut stall).status, 200);
+    assert_eq!(read_close_code(&mut far), Some(1008));
+    assert_eq!(
+        stat_sum(&srv, |s| &s.cross_core_lost),
+        6,
+        "counted on the core that could not hand them over"
+    );
+    assert_eq!(metric_sum(srv.addr, "wsgate_cross_core_lost_total"), 6);
+}

@@ -1,16 +1,18 @@
-//! The hub: the only state that crosses cores (PROTOCOL.md §4). Each core owns its group table
+//! The hub: the data plane between cores (PROTOCOL.md §4). Each core owns its group table
 //! (`table`) and its connections' queues (`outbox`); a publish reaches another core as one message
-//! in that core's lock-free queue (crossbeam-channel), and the core is woken at most once per
-//! batch. Which cores have members of a group is one atomic bitmask per group, found through a
+//! in that core's bounded lock-free queue (crossbeam-channel), and the core is woken at most once
+//! per batch. Which cores have members of a group is one atomic bitmask per group, found through a
 //! registry touched only when a core's first member joins or its last one leaves, and cached per
-//! core, so a publish reads one atomic instead of a shared map.
+//! core, so a publish reads one atomic instead of a shared map. A queue that is full loses the
+//! message for that core, never silently: the loss is counted, and the core hears which groups
+//! lost messages, so that it closes their members there with 1008 as it would a slow consumer.
 
 pub mod outbox;
 pub mod table;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
@@ -20,6 +22,10 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 /// The most workers the hub supports (one bit per core in a group's interest mask).
 pub const MAX_CORES: usize = 64;
+
+/// Messages one core's queue holds by default: far more than a core that keeps running ever has
+/// waiting (it drains 256 per turn), so only a core that has stopped fills it.
+pub const INBOX_CAPACITY: usize = 16_384;
 
 /// A group as every core sees it: its name and which cores have members.
 #[derive(Debug)]
@@ -45,6 +51,12 @@ pub enum HubMsg {
         /// The frame, encoded once by the publishing core.
         frame: Bytes,
     },
+    /// Messages to `group` were lost because this core's queue was full: its members here
+    /// missed them.
+    Lost {
+        /// The group.
+        group: Arc<GroupKey>,
+    },
 }
 
 /// One core's incoming queue and the waker of the task that drains it.
@@ -53,6 +65,12 @@ struct Inbox {
     tx: Sender<HubMsg>,
     rx: Receiver<HubMsg>,
     waker: AtomicWaker,
+    /// Groups that lost a message to this core since it last looked (each once).
+    lost: Mutex<Vec<Arc<GroupKey>>>,
+    /// Set when `lost` has something, so that draining looks at the lock only then.
+    lost_pending: AtomicBool,
+    /// Messages lost to this core, ever.
+    lost_messages: AtomicU64,
 }
 
 /// Shared by every core (Send + Sync).
@@ -63,15 +81,23 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// A hub for `cores` workers (at most `MAX_CORES`).
+    /// A hub for `cores` workers (at most `MAX_CORES`), each queue holding `INBOX_CAPACITY`.
     pub fn new(cores: usize) -> Arc<Self> {
+        Self::with_capacity(cores, INBOX_CAPACITY)
+    }
+
+    /// A hub whose queues hold `capacity` messages each (at least 1).
+    pub fn with_capacity(cores: usize, capacity: usize) -> Arc<Self> {
         let inboxes = (0..cores.clamp(1, MAX_CORES))
             .map(|_| {
-                let (tx, rx) = crossbeam_channel::unbounded();
+                let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
                 Inbox {
                     tx,
                     rx,
                     waker: AtomicWaker::new(),
+                    lost: Mutex::new(Vec::new()),
+                    lost_pending: AtomicBool::new(false),
+                    lost_messages: AtomicU64::new(0),
                 }
             })
             .collect();
@@ -89,6 +115,13 @@ impl Hub {
     /// Messages waiting in `core`'s queue.
     pub fn queue_depth(&self, core: usize) -> usize {
         self.inboxes.get(core).map_or(0, |i| i.rx.len())
+    }
+
+    /// Messages lost to `core` because its queue was full.
+    pub fn lost_messages(&self, core: usize) -> u64 {
+        self.inboxes
+            .get(core)
+            .map_or(0, |i| i.lost_messages.load(Ordering::Relaxed))
     }
 
     fn registry(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Arc<GroupKey>>> {
@@ -198,22 +231,35 @@ impl LocalHub {
     }
 
     /// Sends `frame` to every other core with members of the group; the cores are woken later,
-    /// once, by `wake_pending`.
-    pub fn send_remote(&self, group: &Arc<GroupKey>, frame: &Bytes) {
+    /// once, by `wake_pending`. Returns how many cores' queues were full (the message lost
+    /// there, and that core told).
+    pub fn send_remote(&self, group: &Arc<GroupKey>, frame: &Bytes) -> u64 {
         let mask = group.cores.load(Ordering::SeqCst) & !self.bit();
         let mut rest = mask;
+        let mut full = 0;
         while rest != 0 {
             let core = rest.trailing_zeros() as usize;
             rest &= rest - 1;
             if let Some(inbox) = self.hub.inboxes.get(core) {
-                // Unbounded: a send never waits, so a core never blocks on another.
-                let _ = inbox.tx.send(HubMsg::Publish {
+                // Never waits: a core never blocks on another. A full queue (a core that has
+                // stopped draining) loses the message there, and that core is told which group.
+                let publish = HubMsg::Publish {
                     group: group.clone(),
                     frame: frame.clone(),
-                });
+                };
+                if inbox.tx.try_send(publish).is_err() {
+                    full += 1;
+                    inbox.lost_messages.fetch_add(1, Ordering::Relaxed);
+                    let mut lost = inbox.lost.lock().unwrap_or_else(PoisonError::into_inner);
+                    if !lost.iter().any(|g| Arc::ptr_eq(g, group)) {
+                        lost.push(group.clone());
+                    }
+                    inbox.lost_pending.store(true, Ordering::Release);
+                }
             }
         }
         self.pending.set(self.pending.get() | mask);
+        full
     }
 
     /// Wakes every core sent to since the last call (one wake per core per batch).
@@ -240,6 +286,13 @@ impl LocalHub {
             return Poll::Pending;
         };
         for attempt in 0..2 {
+            // What was lost comes first: those members are closed before anything newer that
+            // they would otherwise receive after a gap.
+            if inbox.lost_pending.swap(false, Ordering::Acquire) {
+                let lost =
+                    std::mem::take(&mut *inbox.lost.lock().unwrap_or_else(PoisonError::into_inner));
+                batch.extend(lost.into_iter().map(|group| HubMsg::Lost { group }));
+            }
             while batch.len() < max {
                 match inbox.rx.try_recv() {
                     Ok(msg) => batch.push(msg),
@@ -293,9 +346,12 @@ mod tests {
         assert!(b.poll_inbox(&mut cx, &mut batch, 100).is_ready());
         let got: Vec<_> = batch
             .iter()
-            .map(|HubMsg::Publish { frame, group }| {
-                assert_eq!(group.name(), "room");
-                String::from_utf8(frame.to_vec()).unwrap()
+            .map(|msg| match msg {
+                HubMsg::Publish { frame, group } => {
+                    assert_eq!(group.name(), "room");
+                    String::from_utf8(frame.to_vec()).unwrap()
+                }
+                HubMsg::Lost { .. } => panic!("nothing was lost"),
             })
             .collect();
         assert_eq!(got, ["0", "1", "2", "3", "4"]);
@@ -327,6 +383,41 @@ mod tests {
                 .group
                 .is_some_and(|k| k.cores.load(Ordering::SeqCst) == 0b10)
         );
+    }
+
+    /// A full queue loses the message for that core only, counts it, and tells the core which
+    /// groups lost messages (each once), ahead of what is queued.
+    #[test]
+    fn a_full_queue_loses_counted_and_named() {
+        let hub = Hub::with_capacity(2, 3);
+        let (a, b) = (LocalHub::new(hub.clone(), 0), LocalHub::new(hub.clone(), 1));
+        b.interest_start("g");
+        b.interest_start("h");
+        let g = a.targets("g").group.unwrap();
+        let h = a.targets("h").group.unwrap();
+        for i in 0..5 {
+            a.send_remote(&g, &frame(&i.to_string()));
+        }
+        a.send_remote(&h, &frame("h"));
+        assert_eq!(hub.queue_depth(1), 3);
+        assert_eq!(hub.lost_messages(1), 3);
+        assert_eq!(hub.lost_messages(0), 0);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut batch = Vec::new();
+        assert!(b.poll_inbox(&mut cx, &mut batch, 100).is_ready());
+        let seen: Vec<String> = batch
+            .iter()
+            .map(|m| match m {
+                HubMsg::Lost { group } => format!("lost {}", group.name()),
+                HubMsg::Publish { frame, .. } => String::from_utf8(frame.to_vec()).unwrap(),
+            })
+            .collect();
+        assert_eq!(seen, ["lost g", "lost h", "0", "1", "2"]);
+        // Told once: the next batch has only what is new.
+        batch.clear();
+        a.send_remote(&g, &frame("5"));
+        assert!(b.poll_inbox(&mut cx, &mut batch, 100).is_ready());
+        assert_eq!(batch.len(), 1);
     }
 
     #[test]

@@ -279,7 +279,10 @@ impl<S: Service> Worker<S> {
             self.fan_out(group, &frame);
         }
         if let Some(key) = &targets.group {
-            self.hub.send_remote(key, &frame);
+            let lost = self.hub.send_remote(key, &frame);
+            if lost > 0 {
+                self.stats.cross_core_lost.fetch_add(lost, RELAXED);
+            }
         }
     }
 
@@ -291,11 +294,40 @@ impl<S: Service> Worker<S> {
             self.stats
                 .cross_core_queue_depth
                 .store(self.hub.hub().queue_depth(self.shared.id) as u64, RELAXED);
-            for HubMsg::Publish { group, frame } in batch.drain(..) {
-                self.fan_out(group.name(), &frame);
+            for msg in batch.drain(..) {
+                match msg {
+                    HubMsg::Publish { group, frame } => self.fan_out(group.name(), &frame),
+                    HubMsg::Lost { group } => self.lost(group.name()),
+                }
             }
             self.flush_dirty();
         }
+    }
+
+    /// Messages to `group` never reached this core (its queue was full): its members here are
+    /// closed with 1008, as slow consumers are, so none goes on with a silent gap.
+    fn lost(&self, group: &str) {
+        let table = self.table.borrow();
+        let members = self.members.borrow();
+        let mut closed = 0u64;
+        for &key in table.members(group) {
+            if let Some(member) = members.get(key)
+                && member.closing.get().is_none()
+            {
+                member.closing.set(Some(CloseCode::POLICY));
+                member.notify();
+                closed += 1;
+            }
+        }
+        self.stats.slow_consumer_closes.fetch_add(closed, RELAXED);
+        let lost = self.hub.hub().lost_messages(self.shared.id);
+        tracing::warn!(
+            worker = self.shared.id,
+            group,
+            closed,
+            lost_in_all = lost,
+            "this core's queue was full: messages to the group were lost here; its members on this core were closed 1008"
+        );
     }
 
     /// Closes this core's connections matching a revocation; returns how many.

@@ -254,7 +254,7 @@ pub fn start<S: Service>(settings: Settings, service: S) -> io::Result<Server> {
     let listeners = bind_listeners(&settings, driver)?;
     let addr = listeners[0].local_addr()?;
     let open = Arc::new(AtomicUsize::new(0));
-    let hub = Hub::new(settings.workers);
+    let hub = Hub::with_capacity(settings.workers, settings.hub_queue_messages);
     let stats: Vec<Arc<CoreStats>> = (0..settings.workers)
         .map(|_| Arc::new(CoreStats::default()))
         .collect();
