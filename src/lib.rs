@@ -5,7 +5,9 @@
 //! ```text
 //! pure (no IO, no clocks):  proto/ (RFC 6455, HTTP/1.1)  origin  auth/  envelope
 //!                           hub/table, hub/outbox (per-core groups and queues)
-//!                           config  session (per-connection state machine)  api  metrics
+//!                           config  session (the protocol's commands)  api  metrics
+//!                           connection (an open WebSocket's state machine: time rules,
+//!                           frame dispatch, close reasons; `now` is an argument)
 //! cross-core:               hub (interest masks, one lock-free queue per core)
 //! IO shell:                 runtime/ (threads, monoio runtimes, sockets, timers, fan-out)
 //! ```
@@ -18,6 +20,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod connection;
 pub mod envelope;
 pub mod hub;
 pub mod limits;

@@ -1,4 +1,4 @@
-//! Per-core counters and their Prometheus text rendering (PROTOCOL.md §5, `GET /metrics`).
+//! Per-core counters and their Prometheus text rendering (docs/protocol.md §5, `GET /metrics`).
 //! Each core owns one cache-line-aligned `CoreStats` and is its only writer, so an update is a
 //! relaxed load and store (no locked read-modify-write on the hot path); any thread may read it
 //! at scrape time. `render` writes every metric in the text exposition format 0.0.4, one sample
@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Why a handshake was refused (PROTOCOL.md §1), the `outcome` label of `wsgate_handshakes_total`.
+/// Why a handshake was refused (docs/protocol.md §1), the `outcome` label of `wsgate_handshakes_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Rejection {
     /// 400: malformed head, bad key, several `Origin` headers.
@@ -136,6 +136,29 @@ pub struct CoreStats {
 }
 
 impl CoreStats {
+    /// A refused handshake or HTTP request.
+    pub fn reject(&self, why: Rejection) {
+        self.rejected(why).fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An authentication attempt's outcome (`still_awaiting`: none happened).
+    pub fn count_auth(&self, still_awaiting: bool, verdict: crate::session::Verdict) {
+        use crate::proto::close::CloseCode;
+        use crate::session::Verdict;
+        match verdict {
+            Verdict::Continue if !still_awaiting => {
+                self.auth_ok.fetch_add(1, Ordering::Relaxed);
+            }
+            Verdict::Close(CloseCode::TOKEN_INVALID, _) => {
+                self.auth_invalid.fetch_add(1, Ordering::Relaxed);
+            }
+            Verdict::Close(CloseCode::FORBIDDEN, _) => {
+                self.auth_forbidden.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+
     /// Adds 1 to `counter`, one of this core's fields.
     #[inline]
     pub fn inc(&self, counter: &AtomicU64) {

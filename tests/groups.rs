@@ -1,4 +1,4 @@
-//! PROTOCOL.md §4 against a gateway with two workers, so members really sit on different cores:
+//! docs/protocol.md §4 against a gateway with two workers, so members really sit on different cores:
 //! exact replies and envelope, permissions and names, every message to every member in publisher
 //! order, and a slow member closed with 1008 while the others receive everything.
 
@@ -348,18 +348,21 @@ fn a_slow_member_that_reads_again_gets_a_prefix_then_the_1008() {
     }
 }
 
-/// A connection on the given core: connects until the server counts one more there (the kernel
+/// A connection on the given core: opens connections (each `open` finishes with a round trip
+/// that bumps `counter`, a monotonic per-core count) until one bumps that core's (the kernel
 /// spreads connections over the workers' listeners by hash).
-fn connection_on_core(srv: &TestServer, core: usize, open: impl Fn() -> TcpStream) -> TcpStream {
-    // The others stay open until one lands, so that each count is a clean step up.
+fn connection_on_core(
+    srv: &TestServer,
+    core: usize,
+    counter: fn(&wsgate::metrics::CoreStats) -> &std::sync::atomic::AtomicU64,
+    open: impl Fn() -> TcpStream,
+) -> TcpStream {
+    let count = |c: usize| counter(&srv.stats()[c]).load(std::sync::atomic::Ordering::SeqCst);
     let mut elsewhere = Vec::new();
     for _ in 0..64 {
-        let before = srv.open_per_core();
+        let before = count(core);
         let s = open();
-        wait_for("the connection to be counted", || {
-            srv.open_per_core().iter().sum::<u64>() > before.iter().sum::<u64>()
-        });
-        if srv.open_per_core()[core] > before[core] {
+        if count(core) > before {
             return s;
         }
         elsewhere.push(s);
@@ -383,8 +386,8 @@ fn a_full_cross_core_queue_closes_its_members_1008_and_is_counted() {
         ],
     );
     let member = |user: &'static str| move || raw_member(srv.addr, user, &["*"]);
-    let mut publisher = connection_on_core(&srv, 0, member("p"));
-    let mut far = connection_on_core(&srv, 1, member("m"));
+    let mut publisher = connection_on_core(&srv, 0, |s| &s.handshakes_ok, member("p"));
+    let mut far = connection_on_core(&srv, 1, |s| &s.handshakes_ok, member("m"));
     for s in [&mut publisher, &mut far] {
         assert_eq!(
             command(s, json!({"action":"join","group":"g"}))["action"],
@@ -397,7 +400,19 @@ fn a_full_cross_core_queue_closes_its_members_1008_and_is_counted() {
             .http_requests
             .load(std::sync::atomic::Ordering::SeqCst)
     };
-    let mut stall = connection_on_core(&srv, 1, || tcp(srv.addr));
+    // A keep-alive connection on core 1: its /healthz is counted there.
+    let mut stall = connection_on_core(
+        &srv,
+        1,
+        |s| &s.http_requests,
+        || {
+            let mut s = tcp(srv.addr);
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            assert_eq!(read_http_response(&mut s).status, 200);
+            s
+        },
+    );
     let before = requests();
     stall
         .write_all(b"POST /debug/stall?ms=1500 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")

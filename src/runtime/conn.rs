@@ -17,7 +17,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use monoio::net::TcpStream;
 use monoio::time::Instant;
 
-use super::Record;
 use super::groups::{GroupCtx, Member, Members};
 use super::sys::{self, Transfer};
 use super::timer::{self, Timers};
@@ -25,54 +24,21 @@ use super::{Service, WorkerShared};
 use crate::api::{self, Endpoint};
 use crate::auth::tickets::IssueError;
 use crate::config::Settings;
-use crate::envelope;
+use crate::connection::{CloseReason, Connection, Core};
 use crate::hub::LocalHub;
 use crate::hub::table::GroupTable;
 use crate::limits::{Refusal, TokenBucket};
 use crate::metrics::{CoreStats, Rejection};
 use crate::proto::close::CloseCode;
 use crate::proto::frame::{self, OpCode};
-use crate::proto::handshake::{self, Upgrade};
+use crate::proto::handshake;
 use crate::proto::http;
-use crate::proto::message::{Assembler, Message};
-use crate::session::{self, Groups, Verdict};
+use crate::session::{self, Verdict};
 
 /// Size of the per-worker read buffer every readable connection reads into.
 const SCRATCH_BYTES: usize = 64 * 1024;
 
-/// What the runtime asks of the application side of one WebSocket connection.
-pub trait Handler: 'static {
-    /// Right after the 101 is queued: may queue messages (the auth result) or close.
-    fn on_open(
-        &mut self,
-        upgrade: &Upgrade<'_>,
-        s: &Settings,
-        now: u64,
-        out: &mut Vec<u8>,
-    ) -> Verdict;
-    /// A complete text message; `groups` is this connection's view of its core's groups.
-    fn on_text(
-        &mut self,
-        text: &str,
-        s: &Settings,
-        now: u64,
-        out: &mut Vec<u8>,
-        groups: &mut dyn Groups,
-    ) -> Verdict;
-    /// A complete binary message.
-    fn on_binary(&mut self, data: &[u8], s: &Settings, now: u64, out: &mut Vec<u8>) -> Verdict;
-    /// Whether the auth deadline still runs.
-    fn awaiting_auth(&self) -> bool;
-    /// When the credential in force expires (Unix seconds), if it does.
-    fn expires_at(&self) -> Option<u64> {
-        None
-    }
-    /// The user id and token jti, once after each (re)authentication: revocations find
-    /// connections by them.
-    fn take_changed_identity(&mut self) -> Option<(&str, Option<&str>)> {
-        None
-    }
-}
+pub use crate::connection::Handler;
 
 /// Per-worker state shared by the worker's connections (single thread: `Cell`/`RefCell`).
 pub(crate) struct Worker<S> {
@@ -262,24 +228,8 @@ enum Stop {
     Gone,
     /// The handshake deadline passed.
     TimedOut,
-    /// Close with this code and reason, then end.
-    Close(CloseCode, &'static str),
-    /// The peer sent a Close frame (its code, if any): answer it, then end.
-    PeerClose(Option<CloseCode>),
-    /// The connection could not keep up with its output: drop what was not started, close 1008.
-    Evicted,
-}
-
-impl Stop {
-    /// The stop for a close the core asked for (`Member::closing`).
-    fn for_closing(code: CloseCode) -> Self {
-        match code {
-            CloseCode::POLICY => Self::Evicted,
-            CloseCode::GOING_AWAY => Self::Close(code, "server shutting down"),
-            CloseCode::TOKEN_INVALID => Self::Close(code, "token revoked"),
-            _ => Self::Close(code, ""),
-        }
-    }
+    /// Close for this reason (and its code), then end.
+    Close(CloseReason),
 }
 
 impl From<io::Error> for Stop {
@@ -340,9 +290,11 @@ pub(crate) fn serve<S: Service>(
                     Ok(Head::Upgraded(handler)) => break 'upgrade handler,
                     Ok(Head::Http(plan)) => plan,
                     Ok(Head::Answered) => break,
-                    Err(Stop::Close(code, reason)) => {
+                    Err(Stop::Close(why)) => {
                         // Upgraded, then refused at once (an upgrade-time credential failed):
                         // a connection all the same, with its one line.
+                        let (code, reason) =
+                            (why.code().unwrap_or(CloseCode::POLICY), why.reason());
                         let mut close = Vec::new();
                         frame::write_close(&mut close, code, reason);
                         conn.queue(&close);
@@ -380,7 +332,7 @@ pub(crate) fn serve<S: Service>(
         conn.member
             .bucket
             .set(TokenBucket::new(worker.settings().rate.burst, 0));
-        let mut ws = Ws::new(handler, &worker.settings());
+        let mut ws = Connection::new(handler, &worker.settings(), Instant::now().into_std());
         note_identity(&worker, &conn.member, &mut ws);
         let key = worker.members.borrow_mut().insert(conn.member.clone());
         if worker.draining.get() {
@@ -512,7 +464,9 @@ async fn handshake<S: Service>(
             Decision::Respond => Ok(Head::Answered),
             Decision::Http(plan) => Ok(Head::Http(plan)),
             Decision::Upgraded(handler, Verdict::Continue) => Ok(Head::Upgraded(handler)),
-            Decision::Upgraded(_, Verdict::Close(code, reason)) => Err(Stop::Close(code, reason)),
+            Decision::Upgraded(_, Verdict::Close(code, reason)) => {
+                Err(Stop::Close(CloseReason::Refused(code, reason)))
+            }
         };
     }
 }
@@ -523,7 +477,7 @@ enum Decision<H> {
     Upgraded(H, Verdict),
 }
 
-/// PROTOCOL.md §1-2 for one complete head: an HTTP error, or the 101 plus the handler's opening.
+/// docs/protocol.md §1-2 for one complete head: an HTTP error, or the 101 plus the handler's opening.
 fn decide<S: Service>(
     worker: &Worker<S>,
     head: &[u8],
@@ -600,7 +554,7 @@ fn decide<S: Service>(
     Decision::Upgraded(handler, verdict)
 }
 
-/// The per-address count from accept (PROTOCOL.md §1's 503 row): a connection from a peer
+/// The per-address count from accept (docs/protocol.md §1's 503 row): a connection from a peer
 /// that is not a trusted proxy takes its address's place before a byte of its request is read,
 /// so half-open heads and API connections count as upgrades do. A trusted proxy's connections
 /// are counted for the client it names, once its request head arrives ([`admit_address`]).
@@ -721,7 +675,7 @@ fn refused_address<S: Service>(
     refusal.retry_after_secs(settings.retry_after_secs)
 }
 
-/// PROTOCOL.md §5 for a request head on any path but the WebSocket's: what can be decided before
+/// docs/protocol.md §5 for a request head on any path but the WebSocket's: what can be decided before
 /// the body arrives. Every refusal answers and closes (the body is not read).
 fn http_head<S: Service>(
     worker: &Worker<S>,
@@ -975,15 +929,6 @@ fn respond(out: &mut Vec<u8>, status: u16, headers: &[(&str, &str)]) {
     http::write_response(out, status, headers, body.as_bytes());
 }
 
-/// Per-connection WebSocket state that lives between wake-ups.
-struct Ws<H> {
-    handler: H,
-    assembler: Assembler,
-    last_rx: Instant,
-    pinged: bool,
-    auth_deadline: Instant,
-}
-
 enum Event {
     Readable(io::Result<()>),
     Writable(io::Result<()>),
@@ -991,29 +936,11 @@ enum Event {
     Notified,
 }
 
-impl<H: Handler> Ws<H> {
-    fn new(handler: H, settings: &Settings) -> Self {
-        let now = Instant::now();
-        Self {
-            handler,
-            assembler: Assembler::new(
-                settings
-                    .limits
-                    .max_message_bytes
-                    .min(session::MAX_PRE_AUTH_MESSAGE),
-            ),
-            last_rx: now,
-            pinged: false,
-            auth_deadline: now + settings.timeouts.auth,
-        }
-    }
-}
-
 /// Runs the frame loop until the connection ends; returns the close code sent, if any.
 async fn websocket<S: Service>(
     worker: &Worker<S>,
     c: &mut Conn,
-    ws: &mut Ws<S::Handler>,
+    ws: &mut Connection<S::Handler>,
     timer: &timer::Slot<'_>,
     key: u64,
 ) -> (Option<CloseCode>, &'static str) {
@@ -1028,9 +955,7 @@ async fn websocket<S: Service>(
             key,
             member: &c.member,
         };
-        let now = (Instant::now(), unix_now());
-        let input = (&mut groups as &mut dyn Groups, &c.member.bucket);
-        let result = process(&mut c.pending, ws, worker, &mut cork, now, input)
+        let result = process(&mut c.pending, ws, worker, &mut cork, &mut groups)
             .map(|used| drop(c.pending.drain(..used)));
         note_identity(worker, &c.member, ws);
         // Same exit as every other batch: straight out, or queued within the budget.
@@ -1042,13 +967,18 @@ async fn websocket<S: Service>(
         if stop.is_none() {
             stop = match c.flush(worker) {
                 Err(e) => Some(e.into()),
-                Ok(()) => c.member.closing.get().map(Stop::for_closing),
+                Ok(()) => c
+                    .member
+                    .closing
+                    .get()
+                    .map(|code| Stop::Close(CloseReason::of_closing(code))),
             };
         }
         if let Some(stop) = stop.take() {
             return end(worker, c, stop, timer).await;
         }
-        timer.arm(next_deadline(ws, &settings));
+        let deadline = ws.poll_timeout(&settings, Instant::now().into_std(), SystemTime::now());
+        timer.arm(Instant::from_std(deadline));
         let event = if c.has_output() {
             monoio::select! {
                 r = c.stream.readable(false) => Event::Readable(r),
@@ -1067,29 +997,23 @@ async fn websocket<S: Service>(
             Event::Readable(Err(_)) | Event::Writable(Err(_)) => Some(Stop::Gone),
             Event::Readable(Ok(())) => read_and_process(worker, c, ws, key).err(),
             Event::Writable(Ok(())) | Event::Notified => None,
-            Event::Timer => on_timer(c, ws, &settings, &worker.stats),
+            Event::Timer => {
+                let mut out = Vec::new();
+                let now = (Instant::now().into_std(), unix_now());
+                let stop = ws.handle_timeout(&settings, now, &worker.stats, &mut out);
+                if !out.is_empty() {
+                    c.queue(&out);
+                }
+                stop.map(Stop::Close)
+            }
         };
-    }
-}
-
-fn next_deadline<H: Handler>(ws: &Ws<H>, settings: &Settings) -> Instant {
-    let t = &settings.timeouts;
-    let idle = ws.last_rx + if ws.pinged { t.keepalive } else { t.ping_after };
-    if ws.handler.awaiting_auth() {
-        idle.min(ws.auth_deadline)
-    } else if let Some(exp) = ws.handler.expires_at() {
-        // Computed at each wait rather than stored: one clock read, and no field in every
-        // connection's state.
-        idle.min(instant_of_unix(exp))
-    } else {
-        idle
     }
 }
 
 /// After input or the upgrade: a new identity (authentication, refresh) updates the
 /// fingerprints a revocation finds this connection by.
-fn note_identity<S: Service>(worker: &Worker<S>, member: &Member, ws: &mut Ws<S::Handler>) {
-    let Some((user, jti)) = ws.handler.take_changed_identity() else {
+fn note_identity<S: Service>(worker: &Worker<S>, member: &Member, ws: &mut Connection<S::Handler>) {
+    let Some((user, jti)) = ws.handler_mut().take_changed_identity() else {
         return;
     };
     let settings = worker.settings();
@@ -1100,68 +1024,11 @@ fn note_identity<S: Service>(worker: &Worker<S>, member: &Member, ws: &mut Ws<S:
         .set(jti.map_or(0, |jti| state.fingerprint(jti)));
 }
 
-/// Longest a connection's timer waits for a token's `exp`: a later `exp` (any value a token
-/// may carry, up to `u64::MAX`) is checked again when this wait ends, so no deadline
-/// arithmetic ever sees a time from the network unbounded.
-const MAX_EXPIRY_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
-
-/// The monotonic instant of a Unix time (now, when it has passed), at most
-/// [`MAX_EXPIRY_WAIT`] ahead.
-fn instant_of_unix(secs: u64) -> Instant {
-    let left = UNIX_EPOCH
-        .checked_add(std::time::Duration::from_secs(secs))
-        .map_or(MAX_EXPIRY_WAIT, |at| {
-            at.duration_since(SystemTime::now()).unwrap_or_default()
-        });
-    Instant::now() + left.min(MAX_EXPIRY_WAIT)
-}
-
-fn on_timer<H: Handler>(
-    c: &mut Conn,
-    ws: &mut Ws<H>,
-    settings: &Settings,
-    stats: &CoreStats,
-) -> Option<Stop> {
-    let now = Instant::now();
-    let t = &settings.timeouts;
-    if ws.handler.expires_at().is_some_and(|exp| exp <= unix_now()) {
-        // PROTOCOL §3: the token passed its exp without a refresh.
-        stats.expired_closes.fetch_add(1, Ordering::Relaxed);
-        let mut message = Vec::with_capacity(128);
-        frame::write_text_with(&mut message, |o| {
-            envelope::write_auth_failure(o, 401, "token expired");
-        });
-        c.queue(&message);
-        return Some(Stop::Close(CloseCode::TOKEN_INVALID, "token expired"));
-    }
-    if ws.handler.awaiting_auth() && now >= ws.auth_deadline {
-        stats.auth_timeout.fetch_add(1, Ordering::Relaxed);
-        return Some(Stop::Close(
-            CloseCode::TIMEOUT,
-            session::REASON_AUTH_TIMEOUT,
-        ));
-    }
-    if now >= ws.last_rx + t.keepalive {
-        return Some(Stop::Close(
-            CloseCode::TIMEOUT,
-            session::REASON_KEEPALIVE_TIMEOUT,
-        ));
-    }
-    if !ws.pinged && now >= ws.last_rx + t.ping_after {
-        let mut ping = Vec::with_capacity(2);
-        frame::write_frame(&mut ping, OpCode::Ping, b"");
-        c.queue(&ping);
-        stats.messages_out.fetch_add(1, Ordering::Relaxed);
-        ws.pinged = true;
-    }
-    None
-}
-
 /// Drains the socket through the scratch buffer, parsing each read in place.
 fn read_and_process<S: Service>(
     worker: &Worker<S>,
     c: &mut Conn,
-    ws: &mut Ws<S::Handler>,
+    ws: &mut Connection<S::Handler>,
     key: u64,
 ) -> Result<(), Stop> {
     let result = loop {
@@ -1181,16 +1048,13 @@ fn read_and_process<S: Service>(
             key,
             member: &c.member,
         };
-        let now = (Instant::now(), unix_now());
         let result = if c.pending.is_empty() {
-            let input = (&mut groups as &mut dyn Groups, &c.member.bucket);
-            process(&mut scratch[..n], ws, worker, &mut cork, now, input).map(|used| {
+            process(&mut scratch[..n], ws, worker, &mut cork, &mut groups).map(|used| {
                 c.pending.extend_from_slice(&scratch[used..n]);
             })
         } else {
             c.pending.extend_from_slice(&scratch[..n]);
-            let input = (&mut groups as &mut dyn Groups, &c.member.bucket);
-            process(&mut c.pending, ws, worker, &mut cork, now, input).map(|used| {
+            process(&mut c.pending, ws, worker, &mut cork, &mut groups).map(|used| {
                 c.pending.drain(..used);
                 if c.pending.is_empty() {
                     // Partial frames are the exception: an idle connection keeps no buffer.
@@ -1243,113 +1107,24 @@ impl<S: Service> Worker<S> {
     }
 }
 
-/// Decodes every complete frame in `buf`; returns how many bytes were consumed.
+/// Hands a batch of input to the connection's state machine at this moment.
 fn process<S: Service>(
     buf: &mut [u8],
-    ws: &mut Ws<S::Handler>,
+    ws: &mut Connection<S::Handler>,
     worker: &Worker<S>,
     out: &mut Vec<u8>,
-    (now, unix): (Instant, u64),
-    (groups, bucket): (&mut dyn Groups, &Cell<TokenBucket>),
+    groups: &mut GroupCtx<'_, S>,
 ) -> Result<usize, Stop> {
     let settings = worker.settings();
-    let mut pos = 0;
-    while pos < buf.len() {
-        // Before authentication the only valid message is a small `authenticate`: a client
-        // that has not authenticated may not make us hold more than that.
-        let limits = &settings.limits;
-        let (max_frame, max_message) = if ws.handler.awaiting_auth() {
-            let cap = session::MAX_PRE_AUTH_MESSAGE;
-            (
-                limits.max_frame_bytes.min(cap),
-                limits.max_message_bytes.min(cap),
-            )
-        } else {
-            (limits.max_frame_bytes, limits.max_message_bytes)
-        };
-        ws.assembler.set_max_message(max_message);
-        let header = match frame::decode(&mut buf[pos..], max_frame) {
-            Ok(Some(header)) => header,
-            Ok(None) => break,
-            Err(e) => return Err(Stop::Close(e.close_code(), failure_reason(e.close_code()))),
-        };
-        let start = pos + header.header_len;
-        pos = start + header.payload_len;
-        ws.last_rx = now;
-        ws.pinged = false;
-        let message = match ws.assembler.push(&header, &buf[start..pos]) {
-            Ok(Some(message)) => message,
-            Ok(None) => continue,
-            Err(e) => return Err(Stop::Close(e.close_code(), failure_reason(e.close_code()))),
-        };
-        // Every handler below writes at most one frame: a longer `out` means one reply queued.
-        let before = out.len();
-        let verdict = match message {
-            Message::Ping(payload) => {
-                frame::write_frame(out, OpCode::Pong, payload);
-                Verdict::Continue
-            }
-            Message::Pong(_) => Verdict::Continue,
-            Message::Close(close) => return Err(Stop::PeerClose(close.map(|(code, _)| code))),
-            Message::Text(_) | Message::Binary(_)
-                if !within_rate(bucket, &settings, now, worker.epoch) =>
-            {
-                worker
-                    .stats
-                    .rate_limited_closes
-                    .fetch_add(1, Ordering::Relaxed);
-                return Err(Stop::Close(CloseCode::RATE_LIMITED, "rate limit exceeded"));
-            }
-            Message::Text(text) => {
-                worker.stats.messages_in.fetch_add(1, Ordering::Relaxed);
-                let awaiting = ws.handler.awaiting_auth();
-                let verdict = ws.handler.on_text(text, &settings, unix, out, groups);
-                if awaiting {
-                    worker.stats.count_auth(ws.handler.awaiting_auth(), verdict);
-                }
-                verdict
-            }
-            Message::Binary(data) => {
-                worker.stats.messages_in.fetch_add(1, Ordering::Relaxed);
-                ws.handler.on_binary(data, &settings, unix, out)
-            }
-        };
-        if out.len() > before {
-            worker.stats.messages_out.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Verdict::Close(code, reason) = verdict {
-            return Err(Stop::Close(code, reason));
-        }
-    }
-    if !ws.assembler.in_progress() {
-        ws.assembler.shrink();
-    }
-    Ok(pos)
-}
-
-/// Takes one message from the connection's bucket (always true without a limit).
-fn within_rate(
-    bucket: &Cell<TokenBucket>,
-    settings: &Settings,
-    now: Instant,
-    epoch: Instant,
-) -> bool {
-    let rate = &settings.rate;
-    rate.messages_per_sec == 0 || {
-        let ms = u64::try_from(now.saturating_duration_since(epoch).as_millis());
-        let mut current = bucket.get();
-        let allowed = current.take(rate.messages_per_sec, rate.burst, ms.unwrap_or(u64::MAX));
-        bucket.set(current);
-        allowed
-    }
-}
-
-fn failure_reason(code: CloseCode) -> &'static str {
-    match code {
-        CloseCode::INVALID_PAYLOAD => "invalid UTF-8",
-        CloseCode::TOO_BIG => "message too big",
-        _ => "protocol error",
-    }
+    let core = Core {
+        bucket: &groups.member.bucket,
+        groups: &mut *groups,
+        stats: &worker.stats,
+        epoch: worker.epoch.into_std(),
+    };
+    let now = (Instant::now().into_std(), unix_now());
+    ws.handle_frames(buf, &settings, now, core, out)
+        .map_err(Stop::Close)
 }
 
 /// Ends the WebSocket: sends the Close frame the stop calls for, then closes gracefully.
@@ -1359,37 +1134,31 @@ async fn end<S: Service>(
     stop: Stop,
     timer: &timer::Slot<'_>,
 ) -> (Option<CloseCode>, &'static str) {
-    let mut close = Vec::with_capacity(32);
-    let (code, reason) = match stop {
+    let why = match stop {
         Stop::Gone => return (None, "connection lost"),
         Stop::TimedOut => return (None, "timed out"),
-        Stop::Close(code, reason) => {
-            frame::write_close(&mut close, code, reason);
-            (Some(code), reason)
-        }
-        Stop::Evicted => {
-            // The rest of a frame already started must still go out, or the Close would land
-            // inside it; frames not started are dropped, and the 1008 says so.
-            c.member.outbox.borrow_mut().discard_unstarted();
-            let reason = "outbound limit exceeded";
-            frame::write_close(&mut close, CloseCode::POLICY, reason);
-            (Some(CloseCode::POLICY), reason)
-        }
-        // RFC 6455 §5.5.1: answer with the code received, or an empty Close when none came.
-        Stop::PeerClose(Some(code)) => {
-            frame::write_close(&mut close, code, "");
-            (Some(code), "closed by the client")
-        }
-        Stop::PeerClose(None) => {
-            frame::write_frame(&mut close, OpCode::Close, b"");
-            (None, "closed by the client")
-        }
+        Stop::Close(why) => why,
     };
+    if why == CloseReason::SlowConsumer {
+        // The rest of a frame already started must still go out, or the Close would land
+        // inside it; frames not started are dropped, and the 1008 says so.
+        c.member.outbox.borrow_mut().discard_unstarted();
+    }
+    let mut close = Vec::with_capacity(32);
+    match why.code() {
+        // RFC 6455 §5.5.1: a peer's Close is answered with its code, or empty when it had none.
+        Some(code) => frame::write_close(&mut close, code, why.reason()),
+        None => frame::write_frame(&mut close, OpCode::Close, b""),
+    }
     c.queue(&close);
     // Boxed: the closing wait would otherwise widen every connection's state for its whole life
     // (one allocation per close, beside a handful of syscalls).
     Box::pin(finish(worker, c, timer)).await;
-    (code, reason)
+    let reason = match why {
+        CloseReason::PeerClosed(_) => "closed by the client",
+        _ => why.reason(),
+    };
+    (why.code(), reason)
 }
 
 /// Sends what is queued (the Close frame last) as the socket takes it, within the close-flush

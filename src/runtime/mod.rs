@@ -24,10 +24,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::{Driver, DriverChoice, Settings, TaskRun};
 use crate::hub::{Hub, LocalHub};
-use crate::metrics::{CoreStats, Rejection};
-use crate::proto::close::CloseCode;
-use crate::proto::handshake::Upgrade;
-use crate::session::{Groups, Session, Verdict};
+use crate::metrics::CoreStats;
+use crate::session::Session;
 
 pub use conn::Handler;
 use control::Control;
@@ -295,13 +293,15 @@ pub fn start<S: Service>(settings: Settings, service: S) -> io::Result<Server> {
                 let listening = listener.try_clone();
                 let run = || run_worker(shared, listener, driver, (stop, control), ready_tx);
                 if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+                    // Reported dead before its listener goes: a request that reaches another
+                    // worker from then on sees it in /healthz.
+                    liveness.mark_dead(id);
                     if let Ok(listening) = &listening {
                         // Out of the port's SO_REUSEPORT group; its backlog is reset.
                         let _ =
                             socket2::SockRef::from(listening).shutdown(std::net::Shutdown::Both);
                     }
                     let message = panic_message(&*panic);
-                    liveness.mark_dead(id);
                     tracing::error!(worker = id, panic = %message, "worker panicked");
                     let _ = failure_tx.send(WorkerFailure {
                         worker: id,
@@ -691,7 +691,7 @@ impl Stop {
     }
 }
 
-/// The production service: PROTOCOL.md's gateway, one `Session` per connection.
+/// The production service: docs/protocol.md's gateway, one `Session` per connection.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Gateway;
 
@@ -700,68 +700,5 @@ impl Service for Gateway {
 
     fn handler(&self) -> Session {
         Session::new()
-    }
-}
-
-impl Handler for Session {
-    fn on_open(&mut self, up: &Upgrade<'_>, s: &Settings, now: u64, out: &mut Vec<u8>) -> Verdict {
-        self.on_upgrade(up, &s.auth, now, out)
-    }
-
-    fn on_text(
-        &mut self,
-        text: &str,
-        s: &Settings,
-        now: u64,
-        out: &mut Vec<u8>,
-        groups: &mut dyn Groups,
-    ) -> Verdict {
-        Session::on_text(self, text, &s.auth, now, out, groups)
-    }
-
-    fn on_binary(&mut self, _: &[u8], _: &Settings, _: u64, out: &mut Vec<u8>) -> Verdict {
-        Session::on_binary(self, out)
-    }
-
-    fn awaiting_auth(&self) -> bool {
-        !self.is_authenticated()
-    }
-
-    fn expires_at(&self) -> Option<u64> {
-        Session::expires_at(self)
-    }
-
-    fn take_changed_identity(&mut self) -> Option<(&str, Option<&str>)> {
-        self.take_changed_identity()
-            .map(|id| (id.user.as_str(), id.jti.as_ref().map(|j| j.as_str())))
-    }
-}
-
-/// Counting helpers the runtime uses on its core's stats.
-pub(crate) trait Record {
-    /// A refused handshake or HTTP request.
-    fn reject(&self, why: Rejection);
-    /// An authentication attempt's outcome: still waiting means none happened.
-    fn count_auth(&self, still_awaiting: bool, verdict: Verdict);
-}
-
-impl Record for CoreStats {
-    fn reject(&self, why: Rejection) {
-        self.rejected(why).fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn count_auth(&self, still_awaiting: bool, verdict: Verdict) {
-        match verdict {
-            Verdict::Continue if !still_awaiting => {
-                self.auth_ok.fetch_add(1, Ordering::Relaxed);
-            }
-            Verdict::Close(CloseCode::TOKEN_INVALID, _) => {
-                self.auth_invalid.fetch_add(1, Ordering::Relaxed);
-            }
-            Verdict::Close(CloseCode::FORBIDDEN, _) => {
-                self.auth_forbidden.fetch_add(1, Ordering::Relaxed);
-            }
-            _ => {}
-        }
     }
 }

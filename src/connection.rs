@@ -1,0 +1,821 @@
+//! One upgraded WebSocket connection as a pure state machine (docs/protocol.md §3, §4, §6; RFC 6455):
+//! frames in, replies and a `CloseReason` out, with `now` always an argument. It owns every time
+//! rule of an open connection (the auth deadline, keepalive ping and 4408, the token's expiry,
+//! the message rate limit) and frame dispatch (ping → pong, close, the pre-authentication
+//! limits, data messages to the `Handler`). The runtime moves bytes, keeps one timer slot armed
+//! at [`Connection::poll_timeout`], and calls [`Connection::handle_timeout`] when it fires.
+//! Uses only pure modules (proto, session, config, metrics' atomic counters).
+
+use std::cell::Cell;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::config::Settings;
+use crate::envelope;
+use crate::limits::TokenBucket;
+use crate::metrics::CoreStats;
+use crate::proto::close::CloseCode;
+use crate::proto::frame::{self, FrameError, OpCode};
+use crate::proto::handshake::Upgrade;
+use crate::proto::message::{Assembler, Message};
+use crate::session::{self, Groups, Verdict};
+
+/// What the connection asks of the application side of one WebSocket (the gateway's
+/// [`session::Session`], or a test server's echo).
+pub trait Handler: 'static {
+    /// Right after the 101 is queued: may queue messages (the auth result) or close.
+    fn on_open(
+        &mut self,
+        upgrade: &Upgrade<'_>,
+        s: &Settings,
+        now: u64,
+        out: &mut Vec<u8>,
+    ) -> Verdict;
+    /// A complete text message; `groups` is this connection's view of its core's groups.
+    fn on_text(
+        &mut self,
+        text: &str,
+        s: &Settings,
+        now: u64,
+        out: &mut Vec<u8>,
+        groups: &mut dyn Groups,
+    ) -> Verdict;
+    /// A complete binary message.
+    fn on_binary(&mut self, data: &[u8], s: &Settings, now: u64, out: &mut Vec<u8>) -> Verdict;
+    /// Whether the auth deadline still runs.
+    fn awaiting_auth(&self) -> bool;
+    /// When the credential in force expires (Unix seconds), if it does.
+    fn expires_at(&self) -> Option<u64> {
+        None
+    }
+    /// The user id and token jti, once after each (re)authentication: revocations find
+    /// connections by them.
+    fn take_changed_identity(&mut self) -> Option<(&str, Option<&str>)> {
+        None
+    }
+}
+
+/// Every way a WebSocket connection ends, with its close code, the reason sent in the Close
+/// frame and its label in logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer broke RFC 6455: 1002, 1007 (invalid UTF-8) or 1009 (too big).
+    Protocol(FrameError),
+    /// The handler ended it: a failed authentication (the 401/403 message is already queued,
+    /// 4401/4403), or a first message that is not `authenticate` (1008).
+    Refused(CloseCode, &'static str),
+    /// No authentication within the auth timeout: 4408.
+    AuthTimeout,
+    /// No frame at all within the keepalive timeout: 4408.
+    KeepaliveTimeout,
+    /// The token's `exp` passed without a refresh: the 401 message, then 4401.
+    TokenExpired,
+    /// The token or its user was revoked: the 401 message, then 4401.
+    Revoked,
+    /// More messages than the rate limit allows: 4429.
+    RateLimited,
+    /// Its outbound queue went over budget (a slow consumer): 1008.
+    SlowConsumer,
+    /// The server is shutting down: 1001.
+    GoingAway,
+    /// The peer sent a Close (with its code, if any): answered with the same code.
+    PeerClosed(Option<CloseCode>),
+}
+
+impl CloseReason {
+    /// The code of our Close frame (`None`: an empty Close, the answer to an empty one).
+    pub fn code(&self) -> Option<CloseCode> {
+        Some(match self {
+            Self::Protocol(e) => e.close_code(),
+            Self::Refused(code, _) => *code,
+            Self::AuthTimeout | Self::KeepaliveTimeout => CloseCode::TIMEOUT,
+            Self::TokenExpired | Self::Revoked => CloseCode::TOKEN_INVALID,
+            Self::RateLimited => CloseCode::RATE_LIMITED,
+            Self::SlowConsumer => CloseCode::POLICY,
+            Self::GoingAway => CloseCode::GOING_AWAY,
+            Self::PeerClosed(code) => return *code,
+        })
+    }
+
+    /// The reason text of our Close frame (empty when answering the peer's Close).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Protocol(e) => match e.close_code() {
+                CloseCode::INVALID_PAYLOAD => "invalid UTF-8",
+                CloseCode::TOO_BIG => "message too big",
+                _ => "protocol error",
+            },
+            Self::Refused(_, reason) => reason,
+            Self::AuthTimeout => session::REASON_AUTH_TIMEOUT,
+            Self::KeepaliveTimeout => session::REASON_KEEPALIVE_TIMEOUT,
+            Self::TokenExpired => "token expired",
+            Self::Revoked => "token revoked",
+            Self::RateLimited => "rate limit exceeded",
+            Self::SlowConsumer => "outbound limit exceeded",
+            Self::GoingAway => "server shutting down",
+            Self::PeerClosed(_) => "",
+        }
+    }
+
+    /// A short name for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Protocol(e) => match e.close_code() {
+                CloseCode::INVALID_PAYLOAD => "invalid_utf8",
+                CloseCode::TOO_BIG => "too_big",
+                _ => "protocol_error",
+            },
+            Self::Refused(CloseCode::POLICY, _) => "auth_required",
+            Self::Refused(CloseCode::FORBIDDEN, _) => "forbidden",
+            Self::Refused(..) => "auth_failed",
+            Self::AuthTimeout => "auth_timeout",
+            Self::KeepaliveTimeout => "keepalive_timeout",
+            Self::TokenExpired => "token_expired",
+            Self::Revoked => "revoked",
+            Self::RateLimited => "rate_limited",
+            Self::SlowConsumer => "slow_consumer",
+            Self::GoingAway => "going_away",
+            Self::PeerClosed(_) => "closed_by_client",
+        }
+    }
+
+    /// The close a core-side decision asks for (`Member::closing`): a revocation or expiry
+    /// (4401), a slow consumer or a lost cross-core message (1008), a shutdown (1001).
+    pub fn of_closing(code: CloseCode) -> Self {
+        match code {
+            CloseCode::POLICY => Self::SlowConsumer,
+            CloseCode::GOING_AWAY => Self::GoingAway,
+            CloseCode::TOKEN_INVALID => Self::Revoked,
+            code => Self::Refused(code, ""),
+        }
+    }
+
+    /// Appends the one 401 `authentication` message that precedes a 4401 the server decides
+    /// on its own (expiry, revocation): the one writer of that message outside `Session`.
+    pub fn write_auth_failure(detail: &str, out: &mut Vec<u8>) {
+        frame::write_text_with(out, |o| envelope::write_auth_failure(o, 401, detail));
+    }
+}
+
+/// The longest the connection's timer waits for a token's `exp`: a later `exp` (any value a
+/// token may carry, up to `u64::MAX`) is looked at again when this wait ends, so no deadline
+/// arithmetic ever sees a time from the network unbounded.
+pub const MAX_EXPIRY_WAIT: Duration = Duration::from_secs(3600);
+
+/// What a connection's input needs from its core besides the bytes.
+pub struct Core<'a> {
+    /// This connection's view of its core's groups.
+    pub groups: &'a mut dyn Groups,
+    /// The connection's message-rate bucket (kept with its fan-out state).
+    pub bucket: &'a Cell<TokenBucket>,
+    /// The core's counters.
+    pub stats: &'a CoreStats,
+    /// Origin of the millisecond clock of the rate buckets.
+    pub epoch: Instant,
+}
+
+/// The state of an upgraded connection between wake-ups; see the module docs.
+#[derive(Debug)]
+pub struct Connection<H> {
+    handler: H,
+    assembler: Assembler,
+    /// When the client last sent a frame (any frame).
+    last_rx: Instant,
+    /// A ping went out since `last_rx`.
+    pinged: bool,
+    /// When an unauthenticated connection is closed 4408.
+    auth_deadline: Instant,
+}
+
+impl<H: Handler> Connection<H> {
+    /// A connection upgraded at `now` (its auth deadline starts here).
+    pub fn new(handler: H, settings: &Settings, now: Instant) -> Self {
+        Self {
+            handler,
+            assembler: Assembler::new(
+                settings
+                    .limits
+                    .max_message_bytes
+                    .min(session::MAX_PRE_AUTH_MESSAGE),
+            ),
+            last_rx: now,
+            pinged: false,
+            auth_deadline: now + settings.timeouts.auth,
+        }
+    }
+
+    /// The application side.
+    pub fn handler_mut(&mut self) -> &mut H {
+        &mut self.handler
+    }
+
+    /// Decodes and handles every complete frame in `buf` (unmasking in place) at `now`
+    /// (`unix`: the same moment in Unix seconds); replies are appended to `out`. Returns how
+    /// many bytes were consumed (a partial frame stays for the next call), or why the
+    /// connection ends.
+    pub fn handle_frames(
+        &mut self,
+        buf: &mut [u8],
+        settings: &Settings,
+        (now, unix): (Instant, u64),
+        core: Core<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, CloseReason> {
+        let mut pos = 0;
+        while pos < buf.len() {
+            // Before authentication the only valid message is a small `authenticate`: a client
+            // that has not authenticated may not make us hold more than that.
+            let limits = &settings.limits;
+            let (max_frame, max_message) = if self.handler.awaiting_auth() {
+                let cap = session::MAX_PRE_AUTH_MESSAGE;
+                (
+                    limits.max_frame_bytes.min(cap),
+                    limits.max_message_bytes.min(cap),
+                )
+            } else {
+                (limits.max_frame_bytes, limits.max_message_bytes)
+            };
+            self.assembler.set_max_message(max_message);
+            let header = match frame::decode(&mut buf[pos..], max_frame) {
+                Ok(Some(header)) => header,
+                Ok(None) => break,
+                Err(e) => return Err(CloseReason::Protocol(e)),
+            };
+            let start = pos + header.header_len;
+            pos = start + header.payload_len;
+            self.last_rx = now;
+            self.pinged = false;
+            let message = match self.assembler.push(&header, &buf[start..pos]) {
+                Ok(Some(message)) => message,
+                Ok(None) => continue,
+                Err(e) => return Err(CloseReason::Protocol(e)),
+            };
+            // Every branch below writes at most one frame, except a refresh that leaves
+            // groups: a longer `out` means replies were queued.
+            let before = out.len();
+            let verdict = match message {
+                Message::Ping(payload) => {
+                    frame::write_frame(out, OpCode::Pong, payload);
+                    Verdict::Continue
+                }
+                Message::Pong(_) => Verdict::Continue,
+                Message::Close(close) => {
+                    return Err(CloseReason::PeerClosed(close.map(|(code, _)| code)));
+                }
+                Message::Text(_) | Message::Binary(_)
+                    if !within_rate(core.bucket, settings, now, core.epoch) =>
+                {
+                    core.stats
+                        .rate_limited_closes
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Err(CloseReason::RateLimited);
+                }
+                Message::Text(text) => {
+                    core.stats.messages_in.fetch_add(1, Ordering::Relaxed);
+                    let awaiting = self.handler.awaiting_auth();
+                    let verdict =
+                        self.handler
+                            .on_text(text, settings, unix, out, &mut *core.groups);
+                    if awaiting {
+                        core.stats.count_auth(self.handler.awaiting_auth(), verdict);
+                    }
+                    verdict
+                }
+                Message::Binary(data) => {
+                    core.stats.messages_in.fetch_add(1, Ordering::Relaxed);
+                    self.handler.on_binary(data, settings, unix, out)
+                }
+            };
+            if out.len() > before {
+                core.stats.messages_out.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Verdict::Close(code, reason) = verdict {
+                return Err(CloseReason::Refused(code, reason));
+            }
+        }
+        if !self.assembler.in_progress() {
+            self.assembler.shrink();
+        }
+        Ok(pos)
+    }
+
+    /// When the connection's timer must fire next: the auth deadline while it has not
+    /// authenticated, the token's expiry once it has (at most [`MAX_EXPIRY_WAIT`] ahead), and
+    /// the next keepalive step (a ping, then 4408). `wall` is the Unix clock at `now`.
+    pub fn poll_timeout(&self, settings: &Settings, now: Instant, wall: SystemTime) -> Instant {
+        let t = &settings.timeouts;
+        let idle = self.last_rx
+            + if self.pinged {
+                t.keepalive
+            } else {
+                t.ping_after
+            };
+        if self.handler.awaiting_auth() {
+            idle.min(self.auth_deadline)
+        } else if let Some(exp) = self.handler.expires_at() {
+            // Computed at each wait rather than stored: no field in every connection's state.
+            let left = UNIX_EPOCH
+                .checked_add(Duration::from_secs(exp))
+                .map_or(MAX_EXPIRY_WAIT, |at| {
+                    at.duration_since(wall).unwrap_or_default()
+                });
+            idle.min(now + left.min(MAX_EXPIRY_WAIT))
+        } else {
+            idle
+        }
+    }
+
+    /// The timer fired at `now` (`unix`: the same moment in Unix seconds): the close that is
+    /// due, if any, with the 401 message queued first on expiry; otherwise a ping queued when
+    /// the client has been silent for the ping interval.
+    pub fn handle_timeout(
+        &mut self,
+        settings: &Settings,
+        (now, unix): (Instant, u64),
+        stats: &CoreStats,
+        out: &mut Vec<u8>,
+    ) -> Option<CloseReason> {
+        let t = &settings.timeouts;
+        if self.handler.expires_at().is_some_and(|exp| exp <= unix) {
+            // PROTOCOL §3: the token passed its exp without a refresh.
+            stats.expired_closes.fetch_add(1, Ordering::Relaxed);
+            CloseReason::write_auth_failure("token expired", out);
+            return Some(CloseReason::TokenExpired);
+        }
+        if self.handler.awaiting_auth() && now >= self.auth_deadline {
+            stats.auth_timeout.fetch_add(1, Ordering::Relaxed);
+            return Some(CloseReason::AuthTimeout);
+        }
+        if now >= self.last_rx + t.keepalive {
+            return Some(CloseReason::KeepaliveTimeout);
+        }
+        if !self.pinged && now >= self.last_rx + t.ping_after {
+            frame::write_frame(out, OpCode::Ping, b"");
+            stats.messages_out.fetch_add(1, Ordering::Relaxed);
+            self.pinged = true;
+        }
+        None
+    }
+}
+
+/// The gateway's application side: docs/protocol.md's session.
+impl Handler for session::Session {
+    fn on_open(&mut self, up: &Upgrade<'_>, s: &Settings, now: u64, out: &mut Vec<u8>) -> Verdict {
+        self.on_upgrade(up, &s.auth, now, out)
+    }
+
+    fn on_text(
+        &mut self,
+        text: &str,
+        s: &Settings,
+        now: u64,
+        out: &mut Vec<u8>,
+        groups: &mut dyn Groups,
+    ) -> Verdict {
+        session::Session::on_text(self, text, &s.auth, now, out, groups)
+    }
+
+    fn on_binary(&mut self, _: &[u8], _: &Settings, _: u64, out: &mut Vec<u8>) -> Verdict {
+        session::Session::on_binary(self, out)
+    }
+
+    fn awaiting_auth(&self) -> bool {
+        !self.is_authenticated()
+    }
+
+    fn expires_at(&self) -> Option<u64> {
+        session::Session::expires_at(self)
+    }
+
+    fn take_changed_identity(&mut self) -> Option<(&str, Option<&str>)> {
+        self.take_changed_identity()
+            .map(|id| (id.user.as_str(), id.jti.as_ref().map(|j| j.as_str())))
+    }
+}
+
+/// Takes one message from the connection's bucket (always true without a limit).
+fn within_rate(
+    bucket: &Cell<TokenBucket>,
+    settings: &Settings,
+    now: Instant,
+    epoch: Instant,
+) -> bool {
+    let rate = &settings.rate;
+    rate.messages_per_sec == 0 || {
+        let ms = u64::try_from(now.saturating_duration_since(epoch).as_millis());
+        let mut current = bucket.get();
+        let allowed = current.take(rate.messages_per_sec, rate.burst, ms.unwrap_or(u64::MAX));
+        bucket.set(current);
+        allowed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every time rule of an open connection on an injected clock: no test sleeps.
+    use super::*;
+    use crate::config::{Config, DevSecret, Env};
+    use crate::hub::table::Join;
+    use crate::session::Session;
+    use clap::Parser;
+
+    const SECRET: &str = "connection-test-secret";
+    /// A Unix time for the tests' wall clock.
+    const UNIX: u64 = 1_800_000_000;
+
+    fn settings(flags: &[&str]) -> Settings {
+        let mut argv = vec!["wsgate", "--allowed-origins", "*"];
+        argv.extend_from_slice(flags);
+        let env = Env {
+            jwt_secret: Some(SECRET.into()),
+            ..Env::default()
+        };
+        Config::try_parse_from(argv)
+            .unwrap()
+            .into_settings(&env, 1, || DevSecret(Vec::new()))
+            .unwrap()
+    }
+
+    fn token(claims: &str) -> String {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use hmac::{Hmac, Mac};
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+        let input = format!("{header}.{}", URL_SAFE_NO_PAD.encode(claims));
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+        mac.update(input.as_bytes());
+        format!(
+            "{input}.{}",
+            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        )
+    }
+
+    struct NoGroups;
+    impl Groups for NoGroups {
+        fn join(&mut self, _: &str) -> Join {
+            Join::AlreadyMember
+        }
+        fn leave(&mut self, _: &str) {}
+        fn is_member(&self, _: &str) -> bool {
+            false
+        }
+        fn joined(&self) -> Vec<std::sync::Arc<str>> {
+            Vec::new()
+        }
+        fn publish(&mut self, _: &str, _: envelope::RawJson<'_>, _: &mut Vec<u8>) {}
+    }
+
+    /// A masked client frame.
+    fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [7, 1, 9, 3];
+        let mut f = vec![first];
+        match payload.len() {
+            n if n < 126 => f.push(0x80 | n as u8),
+            n if n <= 0xffff => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(0x80 | 127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(&mask);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        f
+    }
+
+    /// A connection, the moment it opened, its settings and its core's counters.
+    struct Fixture {
+        conn: Connection<Session>,
+        settings: Settings,
+        stats: CoreStats,
+        bucket: Cell<TokenBucket>,
+        t0: Instant,
+    }
+
+    impl Fixture {
+        fn new(flags: &[&str]) -> Self {
+            let settings = settings(flags);
+            let t0 = Instant::now();
+            Self {
+                conn: Connection::new(Session::new(), &settings, t0),
+                bucket: Cell::new(TokenBucket::new(settings.rate.burst, 0)),
+                settings,
+                stats: CoreStats::default(),
+                t0,
+            }
+        }
+
+        /// The moment `ms` after the connection opened, and the Unix seconds then.
+        fn at(&self, ms: u64) -> (Instant, u64) {
+            (self.t0 + Duration::from_millis(ms), UNIX + ms / 1000)
+        }
+
+        fn wall(&self, ms: u64) -> SystemTime {
+            UNIX_EPOCH + Duration::from_millis(UNIX * 1000 + ms)
+        }
+
+        /// Feeds `bytes` at `ms`; the replies and the outcome.
+        fn input(&mut self, bytes: &[u8], ms: u64) -> (Vec<u8>, Result<usize, CloseReason>) {
+            let mut buf = bytes.to_vec();
+            let mut out = Vec::new();
+            let core = Core {
+                groups: &mut NoGroups,
+                bucket: &self.bucket,
+                stats: &self.stats,
+                epoch: self.t0,
+            };
+            let now = self.at(ms);
+            let result = self
+                .conn
+                .handle_frames(&mut buf, &self.settings, now, core, &mut out);
+            (out, result)
+        }
+
+        fn timeout(&mut self, ms: u64) -> (Vec<u8>, Option<CloseReason>) {
+            let mut out = Vec::new();
+            let now = self.at(ms);
+            let why = self
+                .conn
+                .handle_timeout(&self.settings, now, &self.stats, &mut out);
+            (out, why)
+        }
+
+        /// When the timer is due, in ms after the opening.
+        fn next_ms(&self, ms: u64) -> u128 {
+            let (now, _) = self.at(ms);
+            let due = self.conn.poll_timeout(&self.settings, now, self.wall(ms));
+            due.duration_since(self.t0).as_millis()
+        }
+
+        fn authenticate(&mut self, claims: &str, ms: u64) {
+            let cmd = format!(r#"{{"action":"authenticate","token":"{}"}}"#, token(claims));
+            let (out, result) = self.input(&client_frame(0x81, cmd.as_bytes()), ms);
+            assert!(result.is_ok(), "{result:?}");
+            assert!(String::from_utf8_lossy(&out).contains(r#""status_code":200"#));
+        }
+    }
+
+    #[test]
+    fn no_authentication_within_the_auth_timeout_is_4408() {
+        let mut f = Fixture::new(&["--auth-timeout-ms", "5000"]);
+        assert_eq!(f.next_ms(0), 5000);
+        assert_eq!(f.timeout(4999), (Vec::new(), None));
+        let (out, why) = f.timeout(5000);
+        assert!(out.is_empty(), "no message before a 4408");
+        assert_eq!(why, Some(CloseReason::AuthTimeout));
+        assert_eq!(why.unwrap().code(), Some(CloseCode::TIMEOUT));
+        assert_eq!(why.unwrap().reason(), "authentication timeout");
+        assert_eq!(f.stats.auth_timeout.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn silence_brings_a_ping_then_4408_and_any_frame_resets_both() {
+        let mut f = Fixture::new(&[
+            "--ping-interval-ms",
+            "20000",
+            "--keepalive-timeout-ms",
+            "30000",
+        ]);
+        f.authenticate(&format!(r#"{{"exp":{},"user_id":"1"}}"#, UNIX + 3600), 0);
+        assert_eq!(f.next_ms(0), 20_000);
+        let (out, why) = f.timeout(20_000);
+        assert_eq!((out, why), (vec![0x89, 0x00], None), "an empty ping");
+        assert_eq!(f.next_ms(20_000), 30_000, "then the keepalive deadline");
+        assert_eq!(
+            f.timeout(20_001),
+            (Vec::new(), None),
+            "one ping per idle period"
+        );
+        // A pong (any frame) at 25 s resets both clocks.
+        let (_, result) = f.input(&client_frame(0x8a, b""), 25_000);
+        assert_eq!(result, Ok(6));
+        assert_eq!(f.next_ms(25_000), 45_000);
+        assert_eq!(f.timeout(30_000), (Vec::new(), None));
+        f.timeout(45_000);
+        let (_, why) = f.timeout(55_000);
+        assert_eq!(why, Some(CloseReason::KeepaliveTimeout));
+        assert_eq!(why.unwrap().reason(), "keepalive timeout");
+    }
+
+    #[test]
+    fn the_token_expires_with_the_401_message_then_4401_unless_refreshed() {
+        let mut f = Fixture::new(&[]);
+        f.authenticate(&format!(r#"{{"exp":{},"user_id":"1"}}"#, UNIX + 10), 0);
+        assert_eq!(f.next_ms(0), 10_000, "the expiry is the next deadline");
+        assert_eq!(f.timeout(9_999), (Vec::new(), None));
+        // A refresh at 9 s moves it.
+        let refresh = format!(
+            r#"{{"action":"refresh","token":"{}"}}"#,
+            token(&format!(r#"{{"exp":{},"user_id":"1"}}"#, UNIX + 15))
+        );
+        let (out, result) = f.input(&client_frame(0x81, refresh.as_bytes()), 9_000);
+        assert!(result.is_ok());
+        assert!(String::from_utf8_lossy(&out).contains(r#""status_code":200"#));
+        assert_eq!(f.next_ms(9_000), 15_000);
+        assert_eq!(f.timeout(10_000), (Vec::new(), None));
+        let (out, why) = f.timeout(15_000);
+        assert_eq!(why, Some(CloseReason::TokenExpired));
+        assert_eq!(why.unwrap().code(), Some(CloseCode::TOKEN_INVALID));
+        assert!(
+            String::from_utf8_lossy(&out).contains(
+                r#"{"action":"authentication","payload":{"status_code":401,"status_text":"Unauthorized","data":{"detail":"token expired"}}}"#
+            )
+        );
+        assert_eq!(f.stats.expired_closes.load(Ordering::Relaxed), 1);
+    }
+
+    /// An `exp` of up to 2^64 - 1 (a lifetime bound lifted) never reaches an overflow: the
+    /// expiry deadline waits at most an hour, then looks again.
+    #[test]
+    fn a_huge_exp_waits_at_most_an_hour_at_a_time() {
+        let unbounded = u64::MAX.to_string();
+        for exp in [1u64 << 63, u64::MAX] {
+            let mut f = Fixture::new(&[
+                "--max-token-lifetime-secs",
+                &unbounded,
+                "--ping-interval-ms",
+                "86400000",
+                "--keepalive-timeout-ms",
+                "86400001",
+            ]);
+            f.authenticate(&format!(r#"{{"exp":{exp},"user_id":"1"}}"#), 0);
+            assert_eq!(f.next_ms(0), 3_600_000);
+            assert_eq!(f.timeout(3_600_000), (Vec::new(), None));
+        }
+    }
+
+    #[test]
+    fn pings_are_answered_and_a_close_ends_with_its_code() {
+        let mut f = Fixture::new(&[]);
+        let (out, result) = f.input(&client_frame(0x89, b"hi"), 0);
+        assert_eq!((out, result), (vec![0x8a, 2, b'h', b'i'], Ok(8)));
+        let (_, result) = f.input(&client_frame(0x88, &[0x03, 0xe8]), 1);
+        assert_eq!(
+            result,
+            Err(CloseReason::PeerClosed(Some(CloseCode::NORMAL)))
+        );
+        let (_, result) = f.input(&client_frame(0x88, b""), 2);
+        assert_eq!(result, Err(CloseReason::PeerClosed(None)));
+        assert_eq!(CloseReason::PeerClosed(None).code(), None);
+    }
+
+    #[test]
+    fn before_authentication_16_kib_is_the_limit_and_after_it_the_configured_one() {
+        let mut f = Fixture::new(&[]);
+        // Decided from the header alone: the payload is not even there.
+        let header = [0x81, 0x80 | 126, 0x40, 0x01, 1, 2, 3, 4];
+        let (_, result) = f.input(&header, 0);
+        assert_eq!(result, Err(CloseReason::Protocol(FrameError::FrameTooBig)));
+        assert_eq!(result.unwrap_err().code(), Some(CloseCode::TOO_BIG));
+        // A partial frame within the limit waits for more.
+        let mut f = Fixture::new(&[]);
+        let (_, result) = f.input(&client_frame(0x81, &[b' '; 16 * 1024])[..100], 0);
+        assert_eq!(result, Ok(0));
+        // Fragments may not add up past it either.
+        let mut f = Fixture::new(&[]);
+        let piece = [b' '; 8 * 1024];
+        let mut frames = client_frame(0x01, &piece);
+        frames.extend(client_frame(0x00, &piece));
+        frames.extend(client_frame(0x00, &piece));
+        let (_, result) = f.input(&frames, 0);
+        assert_eq!(
+            result,
+            Err(CloseReason::Protocol(FrameError::MessageTooBig))
+        );
+        // After authentication, 100 KiB is an ordinary message.
+        let mut f = Fixture::new(&[]);
+        f.authenticate(&format!(r#"{{"exp":{},"user_id":"1"}}"#, UNIX + 60), 0);
+        let text = format!(r#"{{"action":"x","pad":"{}"}}"#, "p".repeat(100 * 1024));
+        let (out, result) = f.input(&client_frame(0x81, text.as_bytes()), 1);
+        assert!(result.is_ok(), "{result:?}");
+        assert!(String::from_utf8_lossy(&out).contains("unknown action"));
+    }
+
+    #[test]
+    fn a_first_message_that_is_not_authenticate_is_1008_without_a_message() {
+        let mut f = Fixture::new(&[]);
+        let (out, result) = f.input(&client_frame(0x81, br#"{"action":"join","group":"g"}"#), 0);
+        assert!(out.is_empty());
+        let why = result.unwrap_err();
+        assert_eq!(why.code(), Some(CloseCode::POLICY));
+        assert_eq!(why.reason(), "authentication required");
+        assert_eq!(why.label(), "auth_required");
+    }
+
+    #[test]
+    fn beyond_the_message_rate_the_connection_is_closed_4429() {
+        let mut f = Fixture::new(&["--max-messages-per-sec", "1", "--burst", "2"]);
+        f.bucket.set(TokenBucket::new(2, 0));
+        f.authenticate(&format!(r#"{{"exp":{},"user_id":"1"}}"#, UNIX + 60), 0);
+        let unknown = client_frame(0x81, br#"{"action":"x"}"#);
+        assert!(f.input(&unknown, 1).1.is_ok(), "the burst's second token");
+        assert_eq!(f.input(&unknown, 2).1, Err(CloseReason::RateLimited));
+        // A second later the bucket has a token again.
+        let mut f = Fixture::new(&["--max-messages-per-sec", "1", "--burst", "1"]);
+        f.bucket.set(TokenBucket::new(1, 0));
+        f.authenticate(&format!(r#"{{"exp":{},"user_id":"1"}}"#, UNIX + 60), 0);
+        assert!(f.input(&unknown, 1_000).1.is_ok());
+        assert_eq!(
+            CloseReason::RateLimited.code(),
+            Some(CloseCode::RATE_LIMITED)
+        );
+    }
+
+    #[test]
+    fn every_close_reason_knows_its_code_reason_and_label() {
+        let table = [
+            (
+                CloseReason::Protocol(FrameError::Unmasked),
+                Some(1002),
+                "protocol error",
+                "protocol_error",
+            ),
+            (
+                CloseReason::Protocol(FrameError::InvalidUtf8),
+                Some(1007),
+                "invalid UTF-8",
+                "invalid_utf8",
+            ),
+            (
+                CloseReason::Protocol(FrameError::MessageTooBig),
+                Some(1009),
+                "message too big",
+                "too_big",
+            ),
+            (
+                CloseReason::Refused(CloseCode::TOKEN_INVALID, "bad signature"),
+                Some(4401),
+                "bad signature",
+                "auth_failed",
+            ),
+            (
+                CloseReason::Refused(CloseCode::FORBIDDEN, "token is for another user"),
+                Some(4403),
+                "token is for another user",
+                "forbidden",
+            ),
+            (
+                CloseReason::AuthTimeout,
+                Some(4408),
+                "authentication timeout",
+                "auth_timeout",
+            ),
+            (
+                CloseReason::KeepaliveTimeout,
+                Some(4408),
+                "keepalive timeout",
+                "keepalive_timeout",
+            ),
+            (
+                CloseReason::TokenExpired,
+                Some(4401),
+                "token expired",
+                "token_expired",
+            ),
+            (CloseReason::Revoked, Some(4401), "token revoked", "revoked"),
+            (
+                CloseReason::RateLimited,
+                Some(4429),
+                "rate limit exceeded",
+                "rate_limited",
+            ),
+            (
+                CloseReason::SlowConsumer,
+                Some(1008),
+                "outbound limit exceeded",
+                "slow_consumer",
+            ),
+            (
+                CloseReason::GoingAway,
+                Some(1001),
+                "server shutting down",
+                "going_away",
+            ),
+            (
+                CloseReason::PeerClosed(Some(CloseCode(4000))),
+                Some(4000),
+                "",
+                "closed_by_client",
+            ),
+        ];
+        for (why, code, reason, label) in table {
+            assert_eq!(why.code().map(|c| c.0), code, "{why:?}");
+            assert_eq!(why.reason(), reason, "{why:?}");
+            assert_eq!(why.label(), label, "{why:?}");
+        }
+        assert_eq!(
+            CloseReason::of_closing(CloseCode::POLICY),
+            CloseReason::SlowConsumer
+        );
+        assert_eq!(
+            CloseReason::of_closing(CloseCode::GOING_AWAY),
+            CloseReason::GoingAway
+        );
+        assert_eq!(
+            CloseReason::of_closing(CloseCode::TOKEN_INVALID),
+            CloseReason::Revoked
+        );
+    }
+}
