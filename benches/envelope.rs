@@ -1,4 +1,4 @@
-//! Envelope benchmarks (PROTOCOL.md §3, §4): parsing a client command borrowed from its frame
+//! Envelope benchmarks (docs/protocol.md §3, §4): parsing a client command borrowed from its frame
 //! and writing server messages into a reused buffer. Each iteration asserts what it produced.
 
 #![allow(clippy::unwrap_used)]

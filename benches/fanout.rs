@@ -1,4 +1,4 @@
-//! Encode-once fan-out into 1k and 10k outbound queues (PROTOCOL.md §4, STYLE "Encode a
+//! Encode-once fan-out into 1k and 10k outbound queues (docs/protocol.md §4, STYLE "Encode a
 //! broadcast once"): one group on one core, every member with its own `Outbox`. Each iteration
 //! encodes the server frame once, looks up the group's members, queues it in every member's
 //! outbox (a small frame is copied there, a large one shared), then plays the socket by writing

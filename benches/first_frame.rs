@@ -16,7 +16,7 @@ use wsgate::proto::message::{Assembler, Message};
 
 const SECRET: &[u8] = b"django-insecure-0123456789abcdefghijklmnopqrstuvwxyz";
 const NOW: u64 = 1_790_000_000;
-/// The PROTOCOL.md §3 success message for user "42" (111 bytes) behind a 2-byte frame header.
+/// The docs/protocol.md §3 success message for user "42" (111 bytes) behind a 2-byte frame header.
 const AUTH_OK_FRAME_LEN: usize = 113;
 
 const UPGRADE: &str = "GET /ws HTTP/1.1\r\nHost: app.example.com\r\nConnection: Upgrade\r\n\

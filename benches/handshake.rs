@@ -1,4 +1,4 @@
-//! Handshake cost per connection (PROTOCOL.md §1): httparse over a realistic Chrome upgrade
+//! Handshake cost per connection (docs/protocol.md §1): httparse over a realistic Chrome upgrade
 //! request, `handshake::validate`, and the accept key, with the result checked inside the loop.
 
 use std::hint::black_box;

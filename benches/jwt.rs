@@ -1,4 +1,4 @@
-//! JWT verification benchmarks (PROTOCOL.md §3): the per-connection cost of checking a token.
+//! JWT verification benchmarks (docs/protocol.md §3): the per-connection cost of checking a token.
 //! Tokens are minted by the `jsonwebtoken` crate in the shape simplejwt issues; every iteration
 //! asserts the verdict so a broken verifier cannot look fast.
 

@@ -1,4 +1,4 @@
-//! Origin match cost per upgrade request (PROTOCOL.md §2): one `Origin` value checked against
+//! Origin match cost per upgrade request (docs/protocol.md §2): one `Origin` value checked against
 //! 1, 10 and 100 patterns mixing exact hosts, dotted domains and scheme patterns, where only the
 //! last pattern matches, so every pattern is tried.
 

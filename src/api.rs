@@ -1,9 +1,10 @@
-//! The HTTP control API on the WebSocket port (PROTOCOL.md §5): routing, body framing, the API
+//! The HTTP control API on the WebSocket port (docs/protocol.md §5): routing, body framing, the API
 //! key, the `POST /api/publish` body, and responses with JSON error bodies. Pure; uses
 //! `proto::http`, `auth::groups`, `envelope`. Per request the runtime calls `route` →
 //! `expected_body` → `authorize` (publish) → reads that many bytes → `parse_publish` → writes the
 //! response, keeping the connection only once the body is consumed (read, or declared empty).
-//! `/api/revoke` and `/ws-auth` are not served yet: 404.
+//! `/ws-auth` is answered from the head (the runtime issues the ticket); `/api/revoke` parses
+//! its body here and the runtime carries the revocation to every worker.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -23,9 +24,9 @@ use crate::proto::http;
 pub const PUBLISH_PATH: &str = "/api/publish";
 /// Path of the liveness endpoint.
 pub const HEALTHZ_PATH: &str = "/healthz";
-/// Ticket endpoint (PROTOCOL.md §3, method 2).
+/// Ticket endpoint (docs/protocol.md §3, method 2).
 pub const WS_AUTH_PATH: &str = "/ws-auth";
-/// Revocation endpoint (PROTOCOL.md §5).
+/// Revocation endpoint (docs/protocol.md §5).
 pub const REVOKE_PATH: &str = "/api/revoke";
 /// Path of the Prometheus scrape endpoint.
 pub const METRICS_PATH: &str = "/metrics";
@@ -434,7 +435,7 @@ pub struct Publish<'a> {
 /// counts as bad JSON), JSON that is not an object, any member other than `group` and `data`
 /// (so a typo such as `"grop"` cannot silently change the meaning), a missing `group` or one
 /// that is not a string, a missing `data`; then `BadGroup` for a string that is not a valid
-/// group name (PROTOCOL.md §4). Nothing is allocated unless `group` contains escapes.
+/// group name (docs/protocol.md §4). Nothing is allocated unless `group` contains escapes.
 pub fn parse_publish(body: &[u8]) -> Result<Publish<'_>, ApiError> {
     let text = std::str::from_utf8(body).map_err(|_| ApiError::BadJson("body is not UTF-8"))?;
     let first = text
@@ -627,12 +628,12 @@ pub fn write_error(out: &mut Vec<u8>, err: &ApiError, keep_alive: bool) {
     write_json_response(out, err.status(), headers, &body, keep_alive);
 }
 
-/// Appends the publish success response, `202 {"ok":true}` (PROTOCOL.md §5).
+/// Appends the publish success response, `202 {"ok":true}` (docs/protocol.md §5).
 pub fn write_accepted(out: &mut Vec<u8>, keep_alive: bool) {
     write_json_response(out, 202, &[], br#"{"ok":true}"#, keep_alive);
 }
 
-/// Appends the ticket response, `201 {"ticket":"...","expires_in":N}` (PROTOCOL.md §3).
+/// Appends the ticket response, `201 {"ticket":"...","expires_in":N}` (docs/protocol.md §3).
 pub fn write_ticket(out: &mut Vec<u8>, ticket: &str, expires_in: u64, keep_alive: bool) {
     let mut body = Vec::with_capacity(64 + ticket.len());
     body.extend_from_slice(br#"{"ticket":"#);

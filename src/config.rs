@@ -76,7 +76,7 @@ pub struct Config {
     #[arg(long, env = "WSGATE_WS_PATH", default_value = "/ws")]
     pub ws_path: String,
 
-    /// Allowed Origin patterns, comma-separated, repeatable (PROTOCOL.md §2).
+    /// Allowed Origin patterns, comma-separated, repeatable (docs/protocol.md §2).
     #[arg(
         long,
         env = "WSGATE_ALLOWED_ORIGINS",
@@ -273,7 +273,7 @@ pub struct Config {
     pub hub_queue_messages: usize,
 
     /// File with the HTTP API's bearer keys, one per line (or put one key in WSGATE_API_KEY);
-    /// without any key, `POST /api/publish` answers 401 to everyone.
+    /// without any key, `POST /api/publish` and `POST /api/revoke` answer 403.
     #[arg(long, env = "WSGATE_API_KEY_FILE")]
     pub api_key_file: Option<PathBuf>,
 
@@ -336,7 +336,7 @@ pub enum JwtAlgorithm {
     Es256,
 }
 
-/// Ways a connection may authenticate (PROTOCOL.md §3).
+/// Ways a connection may authenticate (docs/protocol.md §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AuthMethod {
     /// `{"action":"authenticate","token":...}` as the first frame.
@@ -382,7 +382,7 @@ impl Default for Limits {
     }
 }
 
-/// Deadlines, all PROTOCOL.md defaults (Daphne's).
+/// Deadlines, all docs/protocol.md defaults (Daphne's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     /// Whole request head.

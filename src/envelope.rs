@@ -1,4 +1,4 @@
-//! The JSON message envelope (PROTOCOL.md §3, §4, §6): client commands parsed borrowed from a
+//! The JSON message envelope (docs/protocol.md §3, §4, §6): client commands parsed borrowed from a
 //! text frame (the `data` of a `send` kept as raw JSON, forwarded byte for byte), and the server
 //! messages written as compact JSON with the key order the protocol shows, straight into an
 //! output buffer. Pure code: no IO, no allocation beyond the caller's buffer (and a string with

@@ -1,5 +1,5 @@
 //! Connection limits: the per-connection message rate ([`TokenBucket`], close 4429 in
-//! PROTOCOL.md §3), per-client-address caps on open connections and on new upgrades
+//! docs/protocol.md §3), per-client-address caps on open connections and on new upgrades
 //! ([`IpLimits`], the per-IP `503` with `Retry-After` of §1), and the proxies allowed to name
 //! the client in `X-Forwarded-For` ([`TrustedProxies`]).
 //! Pure code: clocks are arguments in milliseconds, no IO; uses only std and `thiserror`.
@@ -36,7 +36,7 @@ fn refill(milli_tokens: u32, elapsed_ms: u64, rate_per_sec: u32, capacity: u32) 
 }
 
 /// A connection's message budget: up to `burst` messages at once, refilled at
-/// `rate_per_sec`; a message over it closes the connection with 4429 (PROTOCOL.md §3).
+/// `rate_per_sec`; a message over it closes the connection with 4429 (docs/protocol.md §3).
 ///
 /// Eight bytes, because one lives in every connection: the budget in milli-tokens and the low
 /// 32 bits of the millisecond clock at the last refill. The clock is the caller's (any
@@ -93,7 +93,7 @@ impl TokenBucket {
 }
 
 /// Why [`IpLimits::admit`] refused a connection; the answer is always `503 Service Unavailable`
-/// with `Retry-After` (PROTOCOL.md §1).
+/// with `Retry-After` (docs/protocol.md §1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     /// The address already has `max_concurrent` open connections.

@@ -1,4 +1,4 @@
-//! Origin validation for the upgrade request (PROTOCOL.md §2): Channels' `OriginValidator` and
+//! Origin validation for the upgrade request (docs/protocol.md §2): Channels' `OriginValidator` and
 //! `AllowedHostsOriginValidator` semantics, with the deliberate differences listed on
 //! [`OriginPolicy`]. Patterns are parsed once at start-up; [`OriginPolicy::allows`] then checks
 //! one `Origin` header value per request by hand, without allocating.
@@ -43,7 +43,7 @@ fn star_hint(pattern: &str) -> String {
 
 /// The allowed origins, parsed once at start-up and checked on every upgrade request.
 ///
-/// Where PROTOCOL.md §2 is silent or Channels behaves differently, wsgate decides:
+/// Where docs/protocol.md §2 is silent or Channels behaves differently, wsgate decides:
 /// - `*.example.com` (any `*` that is not the whole pattern) is a start-up error; Channels keeps
 ///   it as a pattern that never matches.
 /// - `example.com:8080` (host and port, no scheme) matches that host with that port under any

@@ -1,4 +1,4 @@
-//! The per-connection protocol state of the gateway (PROTOCOL.md §3, §4 and §6): upgrade-time and
+//! The per-connection protocol state of the gateway (docs/protocol.md §3, §4 and §6): upgrade-time and
 //! first-frame authentication, then the commands of an authenticated connection (join, leave,
 //! send). Pure: input is a message and the Unix time, output is frames appended to `out`, calls on
 //! the core's `Groups`, and a `Verdict`. Never allocates on the authentication path (the identity

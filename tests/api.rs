@@ -1,4 +1,4 @@
-//! PROTOCOL.md §5, the HTTP API on the WebSocket port, with a raw HTTP client: healthz, metrics
+//! docs/protocol.md §5, the HTTP API on the WebSocket port, with a raw HTTP client: healthz, metrics
 //! with per-core labels, publish reaching members on every core, the API key, and bad input
 //! answered with the right status and a JSON body, with nothing half-applied.
 

@@ -1,4 +1,4 @@
-//! PROTOCOL.md §3 and §6: every authentication method, every failure's message and close code,
+//! docs/protocol.md §3 and §6: every authentication method, every failure's message and close code,
 //! the auth and keepalive timeouts, over real sockets with tungstenite, on each driver.
 
 mod common;

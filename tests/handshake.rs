@@ -1,4 +1,4 @@
-//! PROTOCOL.md §1: every row of the handshake table, over real sockets, on each driver.
+//! docs/protocol.md §1: every row of the handshake table, over real sockets, on each driver.
 
 mod common;
 

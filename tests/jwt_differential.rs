@@ -492,7 +492,7 @@ fn documented_differences() {
     let at_now = encode(&json!({"exp": now, "user_id": "42"}));
     assert_eq!(v.verify(at_now.as_bytes(), now), Err(AuthError::Expired));
     // aud present but no audience configured: jsonwebtoken's (and PyJWT's) default refuses,
-    // wsgate checks aud only when configured (PROTOCOL.md §3).
+    // wsgate checks aud only when configured (docs/protocol.md §3).
     let with_aud = encode(&json!({"exp": now + 3600, "aud": "api", "user_id": "42"}));
     assert!(v.verify(with_aud.as_bytes(), now).is_ok());
     let strict = jsonwebtoken::decode::<Value>(

@@ -1,4 +1,4 @@
-//! PROTOCOL.md §2 over real upgrades: 403 and no upgrade for a refused Origin, on each driver.
+//! docs/protocol.md §2 over real upgrades: 403 and no upgrade for a refused Origin, on each driver.
 
 mod common;
 

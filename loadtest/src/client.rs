@@ -101,7 +101,7 @@ impl ReadBuf {
     }
 
     /// The next complete server frame already buffered, consumed: (opcode, payload).
-    /// Fragmented messages are not expected from wsgate (PROTOCOL.md §6) and are an error.
+    /// Fragmented messages are not expected from wsgate (docs/protocol.md §6) and are an error.
     pub fn frame(&mut self) -> io::Result<Option<(u8, &[u8])>> {
         let Some(frame) = wire::decode_server(self.pending()).map_err(err)? else {
             return Ok(None);

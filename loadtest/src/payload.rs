@@ -82,7 +82,7 @@ fn stamp_fast(b: &[u8]) -> Option<(Stamp, &[u8])> {
     Some((Stamp { client, seq, t_ns }, b.strip_prefix(b"}")?))
 }
 
-/// The fast path for the compact form wsgate sends (PROTOCOL.md §6); `None` means "not that
+/// The fast path for the compact form wsgate sends (docs/protocol.md §6); `None` means "not that
 /// exact shape", and the general parser decides.
 fn message_fast(payload: &[u8], group: &str) -> Option<Incoming> {
     let rest = payload.strip_prefix(br#"{"action":"message","group":""#)?;

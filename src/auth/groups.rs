@@ -1,4 +1,4 @@
-//! Group names and the token's `groups` claim (PROTOCOL.md §3 and §4): which names are valid,
+//! Group names and the token's `groups` claim (docs/protocol.md §3 and §4): which names are valid,
 //! the three pattern forms (`room.1` exact, `room.*` prefix, `*` any), and the per-token pattern
 //! list, kept in a single heap block (none at all for a token without groups).
 

@@ -1,4 +1,4 @@
-//! JWT verification (PROTOCOL.md §3; RFC 7515/7519), shaped for djangorestframework-simplejwt
+//! JWT verification (docs/protocol.md §3; RFC 7515/7519), shaped for djangorestframework-simplejwt
 //! access tokens. HS256 is checked here with `hmac` + `sha2` over stack buffers, without heap
 //! allocation; RS256/ES256 only hand the signature to `jsonwebtoken`. The header `alg` is pinned
 //! to the configured algorithm; the claim rules are the same for every algorithm.

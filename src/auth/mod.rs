@@ -1,4 +1,4 @@
-//! Authentication (PROTOCOL.md §3): JWT verification in `jwt`, the `groups` claim in `groups`,
+//! Authentication (docs/protocol.md §3): JWT verification in `jwt`, the `groups` claim in `groups`,
 //! and `AuthError`, the one error type of the area with its wire consequence (HTTP status for
 //! the upgrade and ticket endpoint, close code and `detail` text for the socket).
 //! Pure code: time comes in as `now` (Unix seconds), nothing here reads a clock or logs a token.
@@ -72,7 +72,7 @@ pub enum AuthError {
     /// A `refresh` with a valid token for another user.
     #[error("token is for another user")]
     OtherUser,
-    /// A `?token=` in the URL while query-string tokens are disabled (PROTOCOL.md §3).
+    /// A `?token=` in the URL while query-string tokens are disabled (docs/protocol.md §3).
     #[error("token in URL refused")]
     QueryTokenRefused,
     /// A valid token whose user may not do this; the text is sent to the client.

@@ -1,4 +1,4 @@
-//! The revocation list (PROTOCOL.md §3 "Long-lived connections", §5 `POST /api/revoke`): a
+//! The revocation list (docs/protocol.md §3 "Long-lived connections", §5 `POST /api/revoke`): a
 //! revoked user's tokens issued up to the revocation, and a revoked `jti`, are refused until no
 //! such token can still be valid, `max_token_lifetime` after the revocation. Consulted on every
 //! authentication, so `is_revoked` never allocates and skips the lock while nothing is live.

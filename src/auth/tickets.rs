@@ -1,4 +1,4 @@
-//! Single-use WebSocket tickets (PROTOCOL.md §3, method 2): `POST /ws-auth` trades a verified
+//! Single-use WebSocket tickets (docs/protocol.md §3, method 2): `POST /ws-auth` trades a verified
 //! token for 128 random bits from the OS, and the upgrade's `?ticket=` redeems them exactly once.
 //! One `TicketStore` is shared by every worker through an `Arc`: 16 mutex-guarded shards picked by
 //! the ticket's own random bytes, bounded by one global live count and by quotas of outstanding

@@ -1,4 +1,4 @@
-//! The hub: the data plane between cores (PROTOCOL.md §4). Each core owns its group table
+//! The hub: the data plane between cores (docs/protocol.md §4). Each core owns its group table
 //! (`table`) and its connections' queues (`outbox`); a publish reaches another core as one message
 //! in that core's bounded lock-free queue (crossbeam-channel), and the core is woken at most once
 //! per batch. Which cores have members of a group is one atomic bitmask per group, found through a

@@ -1,4 +1,4 @@
-//! One connection's queue of outgoing frames, bounded in bytes (PROTOCOL.md §4): a push that
+//! One connection's queue of outgoing frames, bounded in bytes (docs/protocol.md §4): a push that
 //! would take the queue over its budget is refused and nothing is queued, so the caller closes
 //! the connection with 1008; nothing is dropped silently and no one else waits.
 //!

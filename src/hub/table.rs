@@ -1,4 +1,4 @@
-//! The group membership of one core (PROTOCOL.md §4): group → members for fan-out, and
+//! The group membership of one core (docs/protocol.md §4): group → members for fan-out, and
 //! member → groups for leave and disconnect. One table per worker thread, owned by its runtime;
 //! nothing here is shared between cores, and there is no IO. Uses only std. Group names arrive
 //! already validated; each is stored once and shared by every membership that names it.

@@ -1,4 +1,4 @@
-//! Close codes (RFC 6455 §7.4 and PROTOCOL.md §3): named by meaning, plus the rule for which
+//! Close codes (RFC 6455 §7.4 and docs/protocol.md §3): named by meaning, plus the rule for which
 //! codes a peer may put on the wire.
 
 /// A WebSocket close status code.

@@ -1,4 +1,4 @@
-//! The WebSocket opening handshake, server side (PROTOCOL.md §1, RFC 6455 §4.2): validating a
+//! The WebSocket opening handshake, server side (docs/protocol.md §1, RFC 6455 §4.2): validating a
 //! parsed upgrade request, picking out what authentication and origin checks need (borrowed from
 //! the request head), the accept key, and the 101 response. Extensions are never negotiated and
 //! the only subprotocol ever selected is `wsgate.v1`. Pure: no IO, no allocation.
@@ -9,9 +9,9 @@ use sha1::{Digest, Sha1};
 
 use super::http::split_target;
 
-/// The subprotocol a client offers to speak wsgate's envelope (PROTOCOL.md §1).
+/// The subprotocol a client offers to speak wsgate's envelope (docs/protocol.md §1).
 pub const PROTOCOL_V1: &str = "wsgate.v1";
-/// The prefix of the subprotocol token that carries a JWT (PROTOCOL.md §3, method 4).
+/// The prefix of the subprotocol token that carries a JWT (docs/protocol.md §3, method 4).
 pub const BEARER_PREFIX: &str = "wsgate.bearer.";
 /// The GUID RFC 6455 §1.3 appends to the key before hashing.
 const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -72,7 +72,7 @@ pub enum HandshakeError {
     /// A header that must appear once appears more than once (400).
     #[error("duplicate {0} header")]
     DuplicateHeader(&'static str),
-    /// More than one Origin header (400, PROTOCOL.md §2).
+    /// More than one Origin header (400, docs/protocol.md §2).
     #[error("more than one Origin header")]
     MultipleOrigins,
 }

@@ -1,4 +1,4 @@
-//! HTTP/1.1 request heads and plain responses (PROTOCOL.md §1, §5): the incremental end-of-head
+//! HTTP/1.1 request heads and plain responses (docs/protocol.md §1, §5): the incremental end-of-head
 //! scan with its size bound (431), httparse into caller-owned header storage (400), request-target
 //! and query helpers, a log-safe target display, and the response writer.
 //! Pure: no IO, and no allocation except into the caller's output buffer.

@@ -8,7 +8,7 @@ reports). Python 3 standard library only; the case ids are those of autobahntest
     python3 cases.py spec echo|gateway <ws-url> <outdir>   # prints the fuzzingclient spec
 
 Echo mode: sections 1-10 in full (301 cases in 25.10.1; section 8 does not exist).
-12.* and 13.* are permessage-deflate, which wsgate does not negotiate (PROTOCOL.md section 1).
+12.* and 13.* are permessage-deflate, which wsgate does not negotiate (docs/protocol.md section 1).
 
 Gateway mode: the real gateway requires authentication first, so every complete data
 message it gets before auth is closed with 1008 and no case that expects an echo can pass.
@@ -62,7 +62,7 @@ _protocol_1002 = (
 
 _invalid_utf8_1007 = (
     ["7.5.1"]  # close reason that is not UTF-8. Autobahn accepts 1002 or 1007; we
-    # require 1007, the code PROTOCOL.md gives to invalid UTF-8.
+    # require 1007, the code docs/protocol.md gives to invalid UTF-8.
     + ["6.3.1", "6.3.2"]  # invalid UTF-8 text message, in one frame / in 1-byte frames
     + _ids("6.4", 1, 4)  # fragmented text, valid first fragment, invalid later: 1007
     # as soon as the bad bytes arrive (fail-fast is OK, at message end NON-STRICT)

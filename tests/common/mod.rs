@@ -283,7 +283,7 @@ pub fn read_until_close(ws: &mut Ws) -> (Vec<String>, Option<(u16, String)>) {
     }
 }
 
-/// The exact authentication success message PROTOCOL.md §3 specifies.
+/// The exact authentication success message docs/protocol.md §3 specifies.
 pub fn auth_ok(user: &str) -> Value {
     json!({"action":"authentication","payload":{"status_code":200,"status_text":"OK","data":{"detail":"OK","user":user}}})
 }
@@ -392,7 +392,7 @@ pub fn command(s: &mut TcpStream, cmd: Value) -> Value {
     read_json(s)
 }
 
-/// The exact authentication failure message PROTOCOL.md §6 specifies (401 or 403).
+/// The exact authentication failure message docs/protocol.md §6 specifies (401 or 403).
 pub fn auth_failure(status: u16, detail: &str) -> Value {
     let text = match status {
         401 => "Unauthorized",
