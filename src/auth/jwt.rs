@@ -353,7 +353,9 @@ impl Verifier {
     }
 
     fn check_header(&self, json: &[u8]) -> Result<(), AuthError> {
-        if !is_object(json) {
+        // RFC 7519 §7.2: UTF-8 JSON. serde_json would skip a member it does not read without
+        // looking at its bytes, so the whole text is checked (no allocation).
+        if !is_object(json) || std::str::from_utf8(json).is_err() {
             return Err(AuthError::Malformed);
         }
         let header: Header<'_> = serde_json::from_slice(json).map_err(|_| AuthError::Malformed)?;
@@ -419,7 +421,7 @@ impl Verifier {
     }
 
     fn check_claims(&self, json: &[u8], now: u64) -> Result<Identity, AuthError> {
-        if !is_object(json) {
+        if !is_object(json) || std::str::from_utf8(json).is_err() {
             return Err(AuthError::Malformed);
         }
         let claims: Claims<'_> = serde_json::from_slice(json).map_err(|_| AuthError::Malformed)?;
@@ -892,6 +894,39 @@ mod tests {
             check_with("exp", Some("18446744073709551615")).unwrap().exp,
             u64::MAX
         );
+    }
+
+    /// Found by fuzzing against jsonwebtoken: claims (or a header) that are not UTF-8, in a
+    /// member nobody reads, were accepted. RFC 7519 §7.2 wants UTF-8 JSON.
+    #[test]
+    fn claims_and_headers_must_be_utf8_even_where_unread() {
+        let exp = NOW + 60;
+        let fine = format!(r#"{{"exp":{exp},"user_id":42,"x":"é"}}"#);
+        assert!(check(&fine).is_ok(), "valid UTF-8 passes");
+        let mut raw = format!(r#"{{"exp":{exp},"user_id":42,"x":""#).into_bytes();
+        raw.extend_from_slice(&[0xff, b'"', b'}']);
+        assert_eq!(
+            verifier().verify(
+                sign_bytes(br#"{"alg":"HS256","typ":"JWT"}"#, &raw).as_bytes(),
+                NOW
+            ),
+            Err(AuthError::Malformed)
+        );
+        let mut header = br#"{"alg":"HS256","x":""#.to_vec();
+        header.extend_from_slice(&[0xc3, b'"', b'}']);
+        let claims = format!(r#"{{"exp":{exp},"user_id":42}}"#);
+        assert_eq!(
+            verifier().verify(sign_bytes(&header, claims.as_bytes()).as_bytes(), NOW),
+            Err(AuthError::Malformed)
+        );
+    }
+
+    /// A token over raw header and claims bytes, signed with the test secret.
+    fn sign_bytes(header: &[u8], claims: &[u8]) -> String {
+        let input = format!("{}.{}", b64(header), b64(claims));
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(SECRET).unwrap();
+        mac.update(input.as_bytes());
+        format!("{input}.{}", b64(&mac.finalize().into_bytes()))
     }
 
     /// An `exp` up to 2^64 - 1 once panicked the worker's deadline arithmetic; with a lifetime
