@@ -1,0 +1,10 @@
+//! Fuzzes the request-head scan, parser and upgrade validation on arbitrary bytes in arbitrary
+//! reads.
+//! The check is shared with the stable corpus replay (`tests/fuzz_corpus.rs`).
+#![no_main]
+
+#[allow(dead_code)]
+#[path = "../../tests/fuzz_checks/mod.rs"]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::http_head(data));

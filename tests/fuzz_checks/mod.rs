@@ -1,0 +1,943 @@
+//! The checks behind the cargo-fuzz targets in `fuzz/fuzz_targets/` and the stable replay of
+//! their seed corpus in `tests/fuzz_corpus.rs`: one function per target, each taking the raw
+//! fuzz input, never panicking on its own account, and asserting (panicking) only when wsgate
+//! breaks a rule or disagrees with its oracle. Uses only crates the root crate already has, so
+//! the replay builds on stable with no new dependency.
+//!
+//! Input layouts (`fuzz/seeds.py` writes the seed corpus in them):
+//!
+//! - `jwt`: `[mode u8][now u64 LE][leeway u16 LE][max_lifetime u32 LE]` then the token. `mode % 3`
+//!   is 0: the token as given; 1: its signature segment (after the last `.`) replaced by the
+//!   HS256 signature of what precedes it under [`JWT_SECRET`]; 2: the rest is the header JSON, a
+//!   0x00 byte and the claims JSON (no 0x00: all claims, header `{"alg":"HS256","typ":"JWT"}`),
+//!   encoded and signed here. Modes 1 and 2 let the fuzzer reach the claim rules past the
+//!   signature.
+//! - `http_head`: `[step u8][limit u8]` then the bytes a client sends. They arrive in chunks of
+//!   1 to `step + 1` bytes; the head limit is 8 KiB (the default) when `limit >= 128`, else
+//!   `limit` bytes.
+//! - `frame`: `[flags u8][max_frame u32 LE][max_message u32 LE]` then the bytes a client sends
+//!   after the upgrade. `flags & 1`: the connection starts unauthenticated (the pre-auth cap
+//!   applies until the first data message); `flags >> 1`: chunk step, as for `http_head`.
+//! - `envelope`: one text frame's payload (non-UTF-8 input is skipped).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::borrow::Cow;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::OnceLock;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+use wsgate::auth::Verifier;
+use wsgate::auth::groups::GroupPattern;
+use wsgate::envelope::{ClientCommand, EnvelopeError, MAX_DATA_DEPTH, parse_command};
+use wsgate::limits::TrustedProxies;
+use wsgate::proto::frame::{self, FrameError};
+use wsgate::proto::handshake;
+use wsgate::proto::http::{self, HeadError, MAX_HEADERS, Redacted};
+use wsgate::proto::message::{Assembler, Message};
+use wsgate::session::MAX_PRE_AUTH_MESSAGE;
+
+/// The HS256 secret of the `jwt` check; the seed tokens are signed with it.
+pub const JWT_SECRET: &[u8] = b"wsgate fuzz secret";
+
+/// The default `--max-head-bytes`.
+const DEFAULT_MAX_HEAD: usize = 8 * 1024;
+
+/// The path the `http_head` check validates upgrades on (the default `--ws-path`).
+const WS_PATH: &str = "/ws";
+
+/// xorshift64: chunk sizes from one input byte, reproducibly.
+struct Chunks {
+    state: u64,
+    max: u64,
+}
+
+impl Chunks {
+    /// Chunks of 1 to `step + 1` bytes.
+    fn new(step: u8) -> Self {
+        Self {
+            state: 0x9e37_79b9_7f4a_7c15 ^ u64::from(step),
+            max: u64::from(step) + 1,
+        }
+    }
+
+    fn next_len(&mut self) -> usize {
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        1 + (self.state % self.max) as usize
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// jwt
+
+/// `Verifier::hs256(JWT_SECRET)` with the input's leeway and lifetime bound verifies the token
+/// at the input's `now` without panicking. When it accepts, jsonwebtoken (HS256 only, `exp`
+/// required, the same leeway, no `aud` check) plus the wsgate-specific rules that
+/// `tests/jwt_differential.rs`'s oracle adds must accept too, and the user must be `user_id`
+/// or else `sub`. The other direction is not checked: wsgate is stricter on purpose (that test's
+/// `documented_differences`, and the lifetime bound).
+pub fn jwt(data: &[u8]) {
+    let Some((params, rest)) = data.split_first_chunk::<15>() else {
+        // Too short for the parameters: still never a panic.
+        let _ = Verifier::hs256(JWT_SECRET).verify(data, 1_700_000_000);
+        return;
+    };
+    let mode = params[0] % 3;
+    let now = u64::from_le_bytes(params[1..9].try_into().unwrap());
+    let leeway = u64::from(u16::from_le_bytes(params[9..11].try_into().unwrap()));
+    let max_lifetime = u64::from(u32::from_le_bytes(params[11..15].try_into().unwrap()));
+    // jsonwebtoken computes `now - leeway` in u64, so its rules exist only from `now >= leeway`
+    // on (a real clock is always there).
+    let now = now.max(leeway);
+
+    let token = match mode {
+        0 => rest.to_vec(),
+        1 => resign(rest),
+        _ => sign_json(rest),
+    };
+    let verifier = Verifier::hs256(JWT_SECRET)
+        .with_leeway(leeway)
+        .with_max_lifetime(max_lifetime);
+    let Ok(identity) = verifier.verify(&token, now) else {
+        return;
+    };
+
+    let shown = String::from_utf8_lossy(&token);
+    let text = std::str::from_utf8(&token)
+        .unwrap_or_else(|_| panic!("accepted a token that is not UTF-8: {shown}"));
+    let claims = match jwt_oracle(text, now, leeway) {
+        Err(why) if why == TOLERATED => return,
+        other => other,
+    };
+    let claims = claims.unwrap_or_else(|why| {
+        panic!(
+            "wsgate accepted (user {:?}) what jsonwebtoken+rules refuse: {why}\n  \
+             now {now}, leeway {leeway}, max lifetime {max_lifetime}\n  token {text}",
+            identity.user
+        )
+    });
+
+    let user = claims.get("user_id").or_else(|| claims.get("sub"));
+    let expected = match user {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        other => panic!("accepted with user claim {other:?}: {text}"),
+    };
+    assert_eq!(identity.user.as_str(), expected, "user of {text}");
+
+    // The deadline is exp plus the leeway, and the lifetime bound keeps it within
+    // max_lifetime + 2 * leeway of now (whether or not the token has an `iat`).
+    let bound = i128::from(now) + i128::from(max_lifetime) + 2 * i128::from(leeway);
+    assert!(
+        i128::from(identity.exp) <= bound,
+        "deadline {} beyond now {now} + max lifetime {max_lifetime} + 2 x leeway {leeway}: {text}",
+        identity.exp
+    );
+    let exp = claims.get("exp").and_then(int_value).unwrap();
+    if let Ok(deadline) = u64::try_from(exp + i128::from(leeway)) {
+        assert_eq!(identity.exp, deadline, "deadline of {text}");
+        assert!(deadline > now, "accepted a token past its deadline: {text}");
+    }
+}
+
+/// The oracle's answer for a JSON-reading difference between serde_json's `Value` and the
+/// verifier that is accepted (see `jwt_oracle`).
+const TOLERATED: &str = "a tolerated JSON-reading difference";
+
+/// `token` with its last segment replaced by the right HS256 signature of what precedes it.
+fn resign(token: &[u8]) -> Vec<u8> {
+    let input = match token.iter().rposition(|&b| b == b'.') {
+        Some(dot) => &token[..dot],
+        None => token,
+    };
+    let mut out = input.to_vec();
+    out.push(b'.');
+    out.extend_from_slice(hs256(input).as_bytes());
+    out
+}
+
+/// A token over raw header and claims JSON texts (`header 0x00 claims`, or only claims).
+fn sign_json(rest: &[u8]) -> Vec<u8> {
+    let (header, claims) = match rest.iter().position(|&b| b == 0) {
+        Some(at) => (&rest[..at], &rest[at + 1..]),
+        None => (&br#"{"alg":"HS256","typ":"JWT"}"#[..], rest),
+    };
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(claims)
+    );
+    let sig = hs256(input.as_bytes());
+    format!("{input}.{sig}").into_bytes()
+}
+
+/// The base64url HS256 signature of `input` under `JWT_SECRET`, by jsonwebtoken.
+fn hs256(input: &[u8]) -> String {
+    jsonwebtoken::crypto::sign(
+        input,
+        &EncodingKey::from_secret(JWT_SECRET),
+        Algorithm::HS256,
+    )
+    .unwrap()
+}
+
+fn is_json_int(v: &Value) -> bool {
+    v.is_i64() || v.is_u64()
+}
+
+fn int_value(v: &Value) -> Option<i128> {
+    v.as_i64()
+        .map(i128::from)
+        .or_else(|| v.as_u64().map(i128::from))
+}
+
+fn valid_id(v: &Value) -> bool {
+    match v {
+        Value::String(s) => !s.is_empty() && s.len() <= 64,
+        other => is_json_int(other),
+    }
+}
+
+/// A NumericDate as jsonwebtoken reads it (`validation.rs`, `numeric_type`): a u64, or a
+/// finite non-negative float below 2^64 rounded; anything else fails to parse.
+fn jsonwebtoken_date(v: Option<&Value>) -> Option<u64> {
+    let v = v?;
+    v.as_u64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.is_finite() && *f >= 0.0 && *f < u64::MAX as f64)
+            .map(|f| f.round() as u64)
+    })
+}
+
+/// `tests/jwt_differential.rs`'s oracle at an injected `now` with a leeway: jsonwebtoken's
+/// verdict, then the wsgate-specific claim rules it does not implement. jsonwebtoken reads the
+/// system clock for `exp` and `nbf`, so those two checks are switched off in its `Validation`
+/// and done here with its own formulas at `now`; everything else is its `decode`.
+fn jwt_oracle(token: &str, now: u64, leeway: u64) -> Result<Map<String, Value>, String> {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.leeway = leeway;
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    let key = DecodingKey::from_secret(JWT_SECRET);
+    let claims = match jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation) {
+        Ok(data) => data.claims,
+        // Reading JSON into serde_json's `Value` is stricter than wsgate's verifier, which
+        // skips members it does not use: a lone surrogate escape, nesting beyond 128 levels or
+        // a number beyond f64 in an unread member, or a non-string `kid`. These differences
+        // are accepted (documented in tests/jwt_differential.rs's terms); what must still hold
+        // is that both segments are UTF-8 JSON (RFC 7519 §7.2), which wsgate checks itself.
+        Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::Json(_)) => {
+            let segments: Vec<&str> = token.split('.').collect();
+            for segment in &segments[..2] {
+                let bytes = URL_SAFE_NO_PAD
+                    .decode(segment)
+                    .map_err(|e| format!("segment not base64url: {e}"))?;
+                std::str::from_utf8(&bytes).map_err(|_| "a segment is not UTF-8".to_owned())?;
+            }
+            return Err(TOLERATED.to_owned());
+        }
+        Err(e) => return Err(format!("jsonwebtoken: {e}")),
+    };
+
+    // jsonwebtoken's time rules (`exp` is required and parsed, or decode failed above).
+    let (now, leeway) = (i128::from(now), i128::from(leeway));
+    if let Some(exp) = jsonwebtoken_date(claims.get("exp"))
+        && i128::from(exp) < now - leeway
+    {
+        return Err(format!("jsonwebtoken: expired (exp {exp})"));
+    }
+    if let Some(nbf) = jsonwebtoken_date(claims.get("nbf"))
+        && i128::from(nbf) > now + leeway
+    {
+        return Err(format!("jsonwebtoken: immature (nbf {nbf})"));
+    }
+
+    // The rules the differential test adds on top, with its leeway of 0 generalised.
+    let int_or_absent = |name: &str| claims.get(name).is_none_or(is_json_int);
+    if !(int_or_absent("exp") && int_or_absent("nbf") && int_or_absent("iat")) {
+        return Err("exp, nbf or iat not an integer".to_owned());
+    }
+    if claims
+        .get("iat")
+        .and_then(Value::as_u64)
+        .is_some_and(|iat| i128::from(iat) > now + leeway)
+    {
+        return Err("iat in the future".to_owned());
+    }
+    if claims
+        .get("token_type")
+        .is_some_and(|t| t.as_str() != Some("access"))
+    {
+        return Err("token_type not access".to_owned());
+    }
+    match claims.get("user_id").or_else(|| claims.get("sub")) {
+        Some(user) if valid_id(user) => {}
+        other => return Err(format!("bad user {other:?}")),
+    }
+    if claims
+        .get("jti")
+        .is_some_and(|j| j.as_str().is_none_or(|s| s.len() > 64))
+    {
+        return Err("bad jti".to_owned());
+    }
+    if let Some(groups) = claims.get("groups") {
+        let Some(list) = groups.as_array() else {
+            return Err("groups not an array".to_owned());
+        };
+        if !list
+            .iter()
+            .all(|g| g.as_str().and_then(GroupPattern::parse).is_some())
+        {
+            return Err("bad group pattern".to_owned());
+        }
+    }
+    Ok(claims)
+}
+
+// ---------------------------------------------------------------------------------------------
+// http_head
+
+/// The incremental end-of-head scan over the input fed in chunks agrees with a one-shot scan
+/// of the same bytes and with its documented contract; then the head (and, separately, the
+/// whole input) is parsed, and a parsed request validated as an upgrade, without a panic. A
+/// head with a bare `\n` never parses. For a parsed request: a redacted target shows no query
+/// value, and the client address behind trusted proxies is the one `X-Forwarded-For` names.
+pub fn http_head(data: &[u8]) {
+    let Some(([step, limit], stream)) = data.split_first_chunk::<2>() else {
+        return;
+    };
+    let max = if *limit >= 128 {
+        DEFAULT_MAX_HEAD
+    } else {
+        usize::from(*limit)
+    };
+
+    let mut chunks = Chunks::new(*step);
+    let (mut len, mut scanned) = (0, 0);
+    // One-shot rescans of every prefix cost O(n^2): compare each step only within a budget
+    // (64 KiB scanned), and always the last one.
+    let mut budget: usize = 1 << 16;
+    let found = loop {
+        len = (len + chunks.next_len()).min(stream.len());
+        let buf = &stream[..len];
+        let got = http::find_head_end(buf, scanned, max);
+        let last = !matches!(got, Ok(None)) || len == stream.len();
+        if last || budget >= len {
+            budget = budget.saturating_sub(len);
+            assert_eq!(
+                got,
+                http::find_head_end(buf, 0, max),
+                "incremental scan (scanned {scanned}) and one-shot disagree on {len} bytes, \
+                 max {max}"
+            );
+        }
+        if last {
+            break got;
+        }
+        scanned = len;
+    };
+    let buf = &stream[..len];
+    assert_eq!(
+        found,
+        head_end_reference(buf, max),
+        "{len} bytes, max {max}"
+    );
+
+    if let Ok(Some(end)) = found {
+        check_head(&stream[..end]);
+    }
+    // The parser on its own, on any bytes (the API path hands it heads found the same way,
+    // but it must hold its rules whatever it is given).
+    check_head(stream);
+}
+
+/// What `find_head_end(buf, 0, max)` must answer, from its documentation.
+fn head_end_reference(buf: &[u8], max: usize) -> Result<Option<usize>, HeadError> {
+    let window = &buf[..buf.len().min(max)];
+    match window.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(at) => Ok(Some(at + 4)),
+        None if buf.len() >= max => Err(HeadError::TooLarge),
+        None => Ok(None),
+    }
+}
+
+fn has_bare_lf(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || bytes[i - 1] != b'\r'))
+}
+
+fn check_head(head: &[u8]) {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let parsed = http::parse_request(head, &mut headers);
+    let Ok(req) = parsed else {
+        return;
+    };
+    assert!(
+        !has_bare_lf(head),
+        "parse_request accepted a head with a bare LF: {:?}",
+        String::from_utf8_lossy(head)
+    );
+    if let Some(target) = req.path {
+        check_redacted(target);
+    }
+    check_forwarded_for(&req);
+    if let Ok(upgrade) = handshake::validate(&req, WS_PATH) {
+        assert_eq!(upgrade.key.len(), 24, "key {:?}", upgrade.key);
+        let _ = handshake::accept_key(upgrade.key);
+        assert_eq!(
+            req.path.map(|t| http::split_target(t).0),
+            Some(WS_PATH),
+            "validated an upgrade on another path"
+        );
+    }
+}
+
+/// `Redacted` shows the path, then for each query pair nothing, `[redacted]`, or a name (plain
+/// and short, or `[redacted]`) followed by `=` and, when there was a value, `=[redacted]`.
+fn check_redacted(target: &str) {
+    let shown = Redacted(target).to_string();
+    let (path, query) = http::split_target(target);
+    let Some(rest) = shown.strip_prefix(path) else {
+        panic!("{shown:?} does not start with the path of {target:?}");
+    };
+    let Some(query) = query else {
+        assert!(rest.is_empty(), "{shown:?} for {target:?}");
+        return;
+    };
+    let Some(pairs) = rest.strip_prefix('?') else {
+        panic!("{shown:?} lost the `?` of {target:?}");
+    };
+    assert_eq!(
+        pairs.split('&').count(),
+        query.split('&').count(),
+        "{shown:?} for {target:?}"
+    );
+    let plain = |name: &str| {
+        name == "[redacted]"
+            || (name.len() <= 32
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')))
+    };
+    for piece in pairs.split('&') {
+        let ok = match piece.split_once('=') {
+            None => piece.is_empty() || piece == "[redacted]",
+            Some((name, value)) => plain(name) && (value.is_empty() || value == "[redacted]"),
+        };
+        assert!(ok, "{piece:?} in {shown:?} may show a secret of {target:?}");
+    }
+}
+
+fn trusted_proxies() -> &'static TrustedProxies {
+    static PROXIES: OnceLock<TrustedProxies> = OnceLock::new();
+    PROXIES.get_or_init(|| TrustedProxies::parse(&["10.0.0.0/8", "::1"]).unwrap())
+}
+
+/// `client_ip` over every `X-Forwarded-For` line, against the walk its documentation gives.
+fn check_forwarded_for(req: &httparse::Request<'_, '_>) {
+    let values: Vec<&[u8]> = req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
+        .map(|h| h.value)
+        .collect();
+    let proxies = trusted_proxies();
+    let peer = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    let got = proxies.client_ip(peer, &values);
+
+    // From the right: skip trusted entries; the first untrusted one is the client; a
+    // non-address stops the walk at the last address read (or the peer).
+    let entries: Vec<&[u8]> = values
+        .iter()
+        .flat_map(|v| v.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|e| !e.is_empty())
+        .collect();
+    let mut want = peer;
+    for entry in entries.iter().rev() {
+        let Some(ip) = std::str::from_utf8(entry)
+            .ok()
+            .and_then(|s| s.parse::<IpAddr>().ok())
+        else {
+            break;
+        };
+        want = ip;
+        if !proxies.contains(ip) {
+            break;
+        }
+    }
+    assert_eq!(got, want, "X-Forwarded-For {values:?}");
+
+    // An untrusted peer is the client, whatever the headers say.
+    let outsider = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+    assert_eq!(proxies.client_ip(outsider, &values), outsider);
+}
+
+// ---------------------------------------------------------------------------------------------
+// frame
+
+/// What a connection's read loop saw, owned, to compare two runs.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    Text(String),
+    Binary(Vec<u8>),
+    Ping(Vec<u8>),
+    Pong(Vec<u8>),
+    Close(Option<(u16, String)>),
+    Failed(FrameError),
+    /// Bytes left undecoded at the end of the input.
+    Pending(usize),
+}
+
+/// `frame::decode` and `message::Assembler` driven as `runtime::conn`'s `process` drives them
+/// (pre-auth cap until the first data message, then the configured limits) never panic; a
+/// decoded frame is within the frame limit in force and within the buffer; a completed message
+/// is within the message limit in force (text being UTF-8); control payloads are at most 125
+/// bytes. The input fed whole and fed in chunks gives the same messages and the same error.
+pub fn frame(data: &[u8]) {
+    let Some((params, stream)) = data.split_first_chunk::<9>() else {
+        return;
+    };
+    let flags = params[0];
+    let max_frame = u32::from_le_bytes(params[1..5].try_into().unwrap()) as usize;
+    let max_message = u32::from_le_bytes(params[5..9].try_into().unwrap()) as usize;
+    let pre_auth = flags & 1 != 0;
+    let whole = read_loop(stream, max_frame, max_message, pre_auth, None);
+    let chunked = read_loop(
+        stream,
+        max_frame,
+        max_message,
+        pre_auth,
+        Some(Chunks::new(flags >> 1)),
+    );
+    assert_eq!(
+        whole, chunked,
+        "whole and chunked reads differ (max frame {max_frame}, max message {max_message})"
+    );
+}
+
+fn read_loop(
+    stream: &[u8],
+    max_frame: usize,
+    max_message: usize,
+    mut awaiting_auth: bool,
+    mut chunks: Option<Chunks>,
+) -> Vec<Seen> {
+    let mut seen = Vec::new();
+    let mut assembler = Assembler::new(max_message);
+    let mut buf: Vec<u8> = Vec::new();
+    let mut fed = 0;
+    while fed < stream.len() {
+        let n = chunks.as_mut().map_or(stream.len(), Chunks::next_len);
+        let end = (fed + n).min(stream.len());
+        buf.extend_from_slice(&stream[fed..end]);
+        fed = end;
+
+        let mut pos = 0;
+        while pos < buf.len() {
+            let (frame_limit, message_limit) = if awaiting_auth {
+                (
+                    max_frame.min(MAX_PRE_AUTH_MESSAGE),
+                    max_message.min(MAX_PRE_AUTH_MESSAGE),
+                )
+            } else {
+                (max_frame, max_message)
+            };
+            assembler.set_max_message(message_limit);
+            let header = match frame::decode(&mut buf[pos..], frame_limit) {
+                Ok(Some(header)) => header,
+                Ok(None) => break,
+                Err(e) => {
+                    seen.push(Seen::Failed(e));
+                    return seen;
+                }
+            };
+            assert!(
+                header.payload_len <= frame_limit,
+                "frame of {} bytes passed the {frame_limit}-byte limit",
+                header.payload_len
+            );
+            assert!(
+                header.frame_len() <= buf.len() - pos,
+                "frame of {} bytes decoded from {} buffered",
+                header.frame_len(),
+                buf.len() - pos
+            );
+            assert!(matches!(header.header_len, 6 | 8 | 14), "{header:?}");
+            let start = pos + header.header_len;
+            pos = start + header.payload_len;
+            let message = match assembler.push(&header, &buf[start..pos]) {
+                Ok(Some(message)) => message,
+                Ok(None) => continue,
+                Err(e) => {
+                    seen.push(Seen::Failed(e));
+                    return seen;
+                }
+            };
+            match message {
+                Message::Text(text) => {
+                    assert!(std::str::from_utf8(text.as_bytes()).is_ok());
+                    assert!(
+                        text.len() <= message_limit,
+                        "text message of {} bytes passed the {message_limit}-byte limit",
+                        text.len()
+                    );
+                    awaiting_auth = false;
+                    seen.push(Seen::Text(text.to_owned()));
+                }
+                Message::Binary(bytes) => {
+                    assert!(
+                        bytes.len() <= message_limit,
+                        "binary message of {} bytes passed the {message_limit}-byte limit",
+                        bytes.len()
+                    );
+                    awaiting_auth = false;
+                    seen.push(Seen::Binary(bytes.to_vec()));
+                }
+                Message::Ping(p) => {
+                    assert!(p.len() <= frame::MAX_CONTROL_PAYLOAD);
+                    seen.push(Seen::Ping(p.to_vec()));
+                }
+                Message::Pong(p) => {
+                    assert!(p.len() <= frame::MAX_CONTROL_PAYLOAD);
+                    seen.push(Seen::Pong(p.to_vec()));
+                }
+                Message::Close(close) => {
+                    if let Some((code, reason)) = close {
+                        assert!(code.is_valid_on_wire(), "{code:?}");
+                        assert!(reason.len() <= frame::MAX_CLOSE_REASON);
+                    }
+                    seen.push(Seen::Close(
+                        close.map(|(code, reason)| (code.0, reason.to_owned())),
+                    ));
+                    return seen;
+                }
+            }
+        }
+        buf.drain(..pos);
+        if !assembler.in_progress() {
+            assembler.shrink();
+        }
+    }
+    seen.push(Seen::Pending(buf.len()));
+    seen
+}
+
+// ---------------------------------------------------------------------------------------------
+// envelope
+
+/// `parse_command` agrees exactly with the serde_json implementation it replaced (the oracle
+/// `tests/envelope_differential.rs` keeps, copied below): the command, every string (borrowed
+/// from where, or owned), the `data` slice, or the error. For a `send` with `data`,
+/// `nests_deeper_than` agrees with a depth counted here from the raw text (itself checked
+/// against serde_json's parser where its recursion limit lets it through).
+pub fn envelope(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let got = new_outcome(text);
+    let want = oracle_outcome(text);
+    assert_eq!(got, want, "input: {text:?}");
+
+    if let Ok(ClientCommand::Send {
+        data: Some(data), ..
+    }) = parse_command(text)
+    {
+        let raw = data.get();
+        let depth = nesting_depth(raw);
+        if let Ok(Depth(counted)) = serde_json::from_str::<Depth>(raw) {
+            assert_eq!(depth, counted, "depth of {}", abbreviated(raw));
+        }
+        for max in [MAX_DATA_DEPTH, depth, depth.saturating_sub(1), 0] {
+            assert_eq!(
+                data.nests_deeper_than(max),
+                depth > max,
+                "nests_deeper_than({max}) for depth {depth}: {}",
+                abbreviated(raw)
+            );
+        }
+    }
+}
+
+fn abbreviated(text: &str) -> String {
+    let mut end = text.len().min(200);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{:?}{}",
+        &text[..end],
+        if end < text.len() { "…" } else { "" }
+    )
+}
+
+/// Deepest array/object nesting of valid JSON text: strings are jumped over whole (a `\`
+/// always takes the byte after it along), brackets counted outside them.
+fn nesting_depth(json: &str) -> usize {
+    let bytes = json.as_bytes();
+    let (mut open, mut deepest, mut i) = (0usize, 0usize, 0usize);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'[' | b'{' => {
+                open += 1;
+                deepest = deepest.max(open);
+            }
+            b']' | b'}' => open -= 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    deepest
+}
+
+/// The same depth as serde_json's parser sees it (every member, repeated keys included; up to
+/// its recursion limit of 128, beyond which it fails).
+struct Depth(usize);
+
+impl<'de> Deserialize<'de> for Depth {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(DepthVisitor)
+    }
+}
+
+struct DepthVisitor;
+
+impl<'de> Visitor<'de> for DepthVisitor {
+    type Value = Depth;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Depth, E> {
+        Ok(Depth(0))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Depth, E> {
+        Ok(Depth(0))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Depth, E> {
+        Ok(Depth(0))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Depth, E> {
+        Ok(Depth(0))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Depth, E> {
+        Ok(Depth(0))
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Depth, E> {
+        Ok(Depth(0))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Depth, A::Error> {
+        let mut deepest = 0;
+        while let Some(Depth(d)) = seq.next_element()? {
+            deepest = deepest.max(d);
+        }
+        Ok(Depth(deepest + 1))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Depth, A::Error> {
+        let mut deepest = 0;
+        while let Some((IgnoredAny, Depth(d))) = map.next_entry()? {
+            deepest = deepest.max(d);
+        }
+        Ok(Depth(deepest + 1))
+    }
+}
+
+/// The serde_json implementation of `parse_command` before the single-pass parser, as
+/// `tests/envelope_differential.rs` keeps it (verbatim but for its return type: the `data`
+/// stays a `&RawValue`).
+mod oracle {
+    use std::borrow::Cow;
+
+    use serde::Deserialize;
+    use serde::de::{Deserializer, IgnoredAny};
+    use serde_json::value::RawValue;
+    use wsgate::envelope::EnvelopeError;
+
+    pub enum ClientCommand<'a> {
+        Authenticate {
+            token: Cow<'a, str>,
+        },
+        Refresh {
+            token: Cow<'a, str>,
+        },
+        Join {
+            group: Cow<'a, str>,
+        },
+        Leave {
+            group: Cow<'a, str>,
+        },
+        Send {
+            group: Cow<'a, str>,
+            data: Option<&'a RawValue>,
+        },
+        Unknown,
+    }
+
+    /// The members of any command, as raw JSON; unknown members are skipped.
+    #[derive(Deserialize)]
+    struct RawCommand<'a> {
+        #[serde(borrow, default, deserialize_with = "present")]
+        action: Option<&'a RawValue>,
+        #[serde(borrow, default, deserialize_with = "present")]
+        token: Option<&'a RawValue>,
+        #[serde(borrow, default, deserialize_with = "present")]
+        group: Option<&'a RawValue>,
+        #[serde(borrow, default, deserialize_with = "present")]
+        data: Option<&'a RawValue>,
+    }
+
+    /// A member that is present is `Some`, even when its value is `null` (an absent one defaults).
+    fn present<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<&'a RawValue>, D::Error> {
+        <&'de RawValue>::deserialize(d).map(Some)
+    }
+
+    /// A JSON string borrowed from the input when it has no escapes.
+    #[derive(Deserialize)]
+    struct JsonStr<'a>(#[serde(borrow)] Cow<'a, str>);
+
+    /// `Some(text)` for a JSON string, `None` for `null`/absent, `BadField` for anything else.
+    fn string_member<'a>(
+        raw: Option<&'a RawValue>,
+        name: &'static str,
+    ) -> Result<Option<Cow<'a, str>>, EnvelopeError> {
+        match raw {
+            None => Ok(None),
+            Some(raw) if raw.get() == "null" => Ok(None),
+            // Checked before serde is asked, because a serde_json error allocates.
+            Some(raw) if !raw.get().starts_with('"') => Err(EnvelopeError::BadField(name)),
+            Some(raw) => serde_json::from_str::<JsonStr<'a>>(raw.get())
+                .map(|s| Some(s.0))
+                .map_err(|_| EnvelopeError::BadField(name)),
+        }
+    }
+
+    pub fn parse_command(text: &str) -> Result<ClientCommand<'_>, EnvelopeError> {
+        let first = text
+            .bytes()
+            .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+        if first != Some(b'{') {
+            // Structs also deserialize from arrays; tell "other JSON" from "no JSON" explicitly.
+            return Err(match serde_json::from_str::<IgnoredAny>(text) {
+                Ok(_) => EnvelopeError::NotAnObject,
+                Err(_) => EnvelopeError::NotJson,
+            });
+        }
+        let raw: RawCommand<'_> = serde_json::from_str(text).map_err(|_| EnvelopeError::NotJson)?;
+        let action = string_member(raw.action, "action")?.ok_or(EnvelopeError::MissingAction)?;
+        let required =
+            |member, name| string_member(member, name)?.ok_or(EnvelopeError::BadField(name));
+        Ok(match action.as_ref() {
+            "authenticate" => ClientCommand::Authenticate {
+                token: string_member(raw.token, "token")?.unwrap_or_default(),
+            },
+            "refresh" => ClientCommand::Refresh {
+                token: string_member(raw.token, "token")?.unwrap_or_default(),
+            },
+            "join" => ClientCommand::Join {
+                group: required(raw.group, "group")?,
+            },
+            "leave" => ClientCommand::Leave {
+                group: required(raw.group, "group")?,
+            },
+            "send" => ClientCommand::Send {
+                group: required(raw.group, "group")?,
+                data: raw.data,
+            },
+            _ => ClientCommand::Unknown,
+        })
+    }
+}
+
+/// A returned string: borrowed from the text at a byte offset, or owned.
+#[derive(Debug, PartialEq, Eq)]
+enum Text {
+    Borrowed { at: usize, text: String },
+    Owned(String),
+}
+
+/// A parse outcome with everything that matters, comparable across the two implementations.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Authenticate(Text),
+    Refresh(Text),
+    Join(Text),
+    Leave(Text),
+    /// The group, and the `data` slice as (offset, text).
+    Send(Text, Option<(usize, String)>),
+    Unknown,
+    Err(EnvelopeError),
+}
+
+fn offset(text: &str, part: &str) -> usize {
+    let at = (part.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+    assert!(
+        at + part.len() <= text.len(),
+        "{part:?} is not a slice of {text:?}"
+    );
+    at
+}
+
+fn text_of(text: &str, s: Cow<'_, str>) -> Text {
+    match s {
+        Cow::Borrowed(b) => Text::Borrowed {
+            at: offset(text, b),
+            text: b.to_owned(),
+        },
+        Cow::Owned(o) => Text::Owned(o),
+    }
+}
+
+fn new_outcome(text: &str) -> Outcome {
+    match parse_command(text) {
+        Ok(ClientCommand::Authenticate { token }) => Outcome::Authenticate(text_of(text, token)),
+        Ok(ClientCommand::Refresh { token }) => Outcome::Refresh(text_of(text, token)),
+        Ok(ClientCommand::Join { group }) => Outcome::Join(text_of(text, group)),
+        Ok(ClientCommand::Leave { group }) => Outcome::Leave(text_of(text, group)),
+        Ok(ClientCommand::Send { group, data }) => Outcome::Send(
+            text_of(text, group),
+            data.map(|d| (offset(text, d.get()), d.get().to_owned())),
+        ),
+        Ok(ClientCommand::Unknown) => Outcome::Unknown,
+        Err(e) => Outcome::Err(e),
+    }
+}
+
+fn oracle_outcome(text: &str) -> Outcome {
+    use oracle::ClientCommand as C;
+    match oracle::parse_command(text) {
+        Ok(C::Authenticate { token }) => Outcome::Authenticate(text_of(text, token)),
+        Ok(C::Refresh { token }) => Outcome::Refresh(text_of(text, token)),
+        Ok(C::Join { group }) => Outcome::Join(text_of(text, group)),
+        Ok(C::Leave { group }) => Outcome::Leave(text_of(text, group)),
+        Ok(C::Send { group, data }) => Outcome::Send(
+            text_of(text, group),
+            data.map(|d| (offset(text, d.get()), d.get().to_owned())),
+        ),
+        Ok(C::Unknown) => Outcome::Unknown,
+        Err(e) => Outcome::Err(e),
+    }
+}
