@@ -25,7 +25,6 @@ pub mod envelope;
 pub mod hub;
 pub mod limits;
 pub mod metrics;
-pub mod notify;
 pub mod origin;
 pub mod proto;
 pub mod runtime;

@@ -16,9 +16,11 @@ use sha2::Sha256;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing_subscriber::EnvFilter;
 
+use notify::Notifier;
 use wsgate::config::{Config, DevSecret, Env, LogFormat};
-use wsgate::notify::{self, Notifier};
 use wsgate::runtime::{self, Gateway};
+
+mod notify;
 
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
