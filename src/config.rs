@@ -9,13 +9,12 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use crate::api::ApiKeys;
-use crate::auth::revocation::Revocations;
-use crate::auth::tickets::TicketStore;
+use crate::auth::api_keys::ApiKeys;
 use crate::auth::{Algorithm, Verifier};
 use crate::hub::MAX_CORES;
-use crate::limits::{IpLimits, TrustedProxies};
+use crate::limits::TrustedProxies;
 use crate::origin::{OriginError, OriginPolicy};
+use crate::tables::TableSizes;
 
 /// Command-line flags and their `WSGATE_*` environment twins.
 #[derive(Parser, Debug, Clone)]
@@ -430,51 +429,6 @@ pub struct AuthSettings {
     pub query_token: bool,
     /// `?ticket=` accepted (and `POST /ws-auth` served).
     pub ticket: bool,
-    /// Tickets and revocations: process-wide state, shared by every worker and kept across
-    /// reloads.
-    pub state: std::sync::Arc<AuthState>,
-}
-
-/// Authentication state that lives as long as the process: the tickets issued and the
-/// revocations made, shared by every worker (one `Arc`), carried over by reloads.
-#[derive(Debug)]
-pub struct AuthState {
-    /// Tickets from `POST /ws-auth`.
-    pub tickets: TicketStore,
-    /// Users and jtis revoked through `POST /api/revoke`.
-    pub revocations: Revocations,
-    /// Keyed (per process) hasher for the fingerprints a revocation finds connections by.
-    fingerprints: std::collections::hash_map::RandomState,
-}
-
-impl AuthState {
-    /// Empty state: tickets live `ticket_ttl` seconds (at most `max_tickets` at once),
-    /// revocations `max_token_lifetime` seconds (at most `max_revocations`).
-    pub fn new(
-        ticket_ttl: u64,
-        max_tickets: usize,
-        max_token_lifetime: u64,
-        max_revocations: usize,
-    ) -> Self {
-        Self {
-            tickets: TicketStore::new(ticket_ttl, max_tickets),
-            revocations: Revocations::new(max_token_lifetime, max_revocations),
-            fingerprints: std::collections::hash_map::RandomState::new(),
-        }
-    }
-
-    /// Bounds the tickets one user and one client address may hold outstanding (0: no limit).
-    pub fn with_ticket_quotas(mut self, per_user: usize, per_address: usize) -> Self {
-        self.tickets = self.tickets.with_quotas(per_user, per_address);
-        self
-    }
-
-    /// A 64-bit fingerprint of a user id or jti, never 0 (0 means "none" to a connection). Two
-    /// ids collide with probability 2^-64; the key is random per process.
-    pub fn fingerprint(&self, id: &str) -> u64 {
-        use std::hash::BuildHasher;
-        self.fingerprints.hash_one(id) | 1
-    }
 }
 
 /// Per-connection and per-client-address limits.
@@ -484,8 +438,6 @@ pub struct RateLimits {
     pub messages_per_sec: u32,
     /// Burst above it.
     pub burst: u32,
-    /// Per client address: concurrent connections and upgrade rate; shared by every worker.
-    pub per_ip: std::sync::Arc<IpLimits>,
     /// Whose X-Forwarded-For to believe.
     pub trusted_proxies: TrustedProxies,
 }
@@ -554,10 +506,10 @@ pub struct Settings {
     pub api_keys: ApiKeys,
     /// Largest HTTP API body.
     pub max_body_bytes: usize,
-    /// Test-only hooks (`--test-hooks`).
-    pub test_hooks: bool,
     /// Message and per-address limits.
     pub rate: RateLimits,
+    /// Sizes of the shared tables, built once at start (`tables::Tables::new`).
+    pub tables: TableSizes,
 }
 
 /// A configuration that cannot start, with the flag or variable to fix.
@@ -714,17 +666,21 @@ impl Config {
                 subprotocol: has(AuthMethod::Subprotocol),
                 query_token: self.allow_query_token,
                 ticket: has(AuthMethod::Ticket),
-                state: std::sync::Arc::new(
-                    AuthState::new(
-                        self.ticket_ttl,
-                        self.max_tickets,
-                        // A token accepted at the revocation lives at most this long after it.
-                        self.max_token_lifetime_secs
-                            .saturating_add(self.jwt_leeway_secs),
-                        self.max_revocations,
-                    )
-                    .with_ticket_quotas(self.max_tickets_per_user, self.max_tickets_per_ip),
-                ),
+            },
+            tables: TableSizes {
+                ticket_ttl_secs: self.ticket_ttl,
+                max_tickets: self.max_tickets,
+                max_tickets_per_user: self.max_tickets_per_user,
+                max_tickets_per_address: self.max_tickets_per_ip,
+                // A token accepted at the revocation lives at most this long after it.
+                revocation_ttl_secs: self
+                    .max_token_lifetime_secs
+                    .saturating_add(self.jwt_leeway_secs),
+                max_revocations: self.max_revocations,
+                max_connections_per_address: self.max_connections_per_ip,
+                upgrades_per_address_per_sec: self.max_upgrades_per_ip_per_sec,
+                upgrade_burst: self.upgrade_burst,
+                max_addresses: 1_000_000,
             },
             limits: Limits {
                 max_head_bytes: self.max_head_bytes,
@@ -746,16 +702,9 @@ impl Config {
             hub_queue_messages: self.hub_queue_messages.max(1),
             api_keys,
             max_body_bytes: self.max_body_bytes,
-            test_hooks: self.test_hooks,
             rate: RateLimits {
                 messages_per_sec: self.max_messages_per_sec,
                 burst: self.burst.max(1),
-                per_ip: std::sync::Arc::new(IpLimits::new(
-                    self.max_connections_per_ip,
-                    self.max_upgrades_per_ip_per_sec,
-                    self.upgrade_burst,
-                    1_000_000,
-                )),
                 trusted_proxies,
             },
         })

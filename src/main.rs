@@ -20,6 +20,7 @@ use notify::Notifier;
 use wsgate::config::{Config, DevSecret, Env, LogFormat};
 use wsgate::runtime::{self, Gateway};
 
+mod hooks;
 mod notify;
 
 #[global_allocator]
@@ -32,6 +33,7 @@ fn main() -> anyhow::Result<()> {
     }
     init_logging(config.log_format, &config.log_level)?;
     let dev = config.dev;
+    let test_hooks = config.test_hooks;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let mut generated = None;
     let settings = config
@@ -64,7 +66,12 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         })?;
-    let server = runtime::start(settings, Gateway).context("cannot start the workers")?;
+    let server = if test_hooks {
+        runtime::start(settings, hooks::Hooked(Gateway))
+    } else {
+        runtime::start(settings, Gateway)
+    }
+    .context("cannot start the workers")?;
     let addr = server.local_addr();
     if print_addr {
         let mut stdout = std::io::stdout().lock();

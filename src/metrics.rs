@@ -1,7 +1,7 @@
 //! Per-core counters and their Prometheus text rendering (docs/protocol.md §5, `GET /metrics`).
-//! Each core owns one cache-line-aligned `CoreStats` and is its only writer, so an update is a
-//! relaxed load and store (no locked read-modify-write on the hot path); any thread may read it
-//! at scrape time. `render` writes every metric in the text exposition format 0.0.4, one sample
+//! Each core owns one cache-line-aligned `CoreStats` and is its only writer, so its updates
+//! (relaxed `fetch_add`s) never contend for the line with another core's; any thread may read
+//! it at scrape time. `render` writes every metric in the text exposition format 0.0.4, one sample
 //! per core (`core="<i>"`). Pure: no IO, no clock, no dependency on other wsgate modules.
 
 use std::fmt::Write as _;
@@ -159,54 +159,11 @@ impl CoreStats {
         }
     }
 
-    /// Adds 1 to `counter`, one of this core's fields.
-    #[inline]
-    pub fn inc(&self, counter: &AtomicU64) {
-        self.add(counter, 1);
-    }
-
-    /// Adds `n` to `counter` (wrapping), one of this core's fields.
-    ///
-    /// A relaxed load then store, not a `fetch_add`: correct because the owning worker is the
-    /// only writer, and a plain store is several times cheaper than a locked instruction.
-    #[inline]
-    pub fn add(&self, counter: &AtomicU64, n: u64) {
-        debug_assert!(self.owns(counter), "counter of another CoreStats");
-        counter.store(
-            counter.load(Ordering::Relaxed).wrapping_add(n),
-            Ordering::Relaxed,
-        );
-    }
-
-    /// Subtracts `n` from the gauge `gauge`, stopping at 0.
-    #[inline]
-    pub fn sub(&self, gauge: &AtomicU64, n: u64) {
-        debug_assert!(self.owns(gauge), "gauge of another CoreStats");
-        gauge.store(
-            gauge.load(Ordering::Relaxed).saturating_sub(n),
-            Ordering::Relaxed,
-        );
-    }
-
-    /// Sets the gauge `gauge` to `value`.
-    #[inline]
-    pub fn set(&self, gauge: &AtomicU64, value: u64) {
-        debug_assert!(self.owns(gauge), "gauge of another CoreStats");
-        gauge.store(value, Ordering::Relaxed);
-    }
-
     /// The counter of handshakes refused for `reason`.
     #[inline]
     pub fn rejected(&self, reason: Rejection) -> &AtomicU64 {
         // `index` is below `Rejection::ALL.len()`, the array's length, by construction.
         &self.handshakes_rejected[reason.index()]
-    }
-
-    /// Whether `field` lies inside `self` (the helpers' single-writer rule is per struct).
-    fn owns(&self, field: &AtomicU64) -> bool {
-        let start = std::ptr::from_ref(self) as usize;
-        let at = std::ptr::from_ref(field) as usize;
-        (start..start + size_of::<Self>()).contains(&at)
     }
 }
 
@@ -450,6 +407,23 @@ mod tests {
 
     use super::*;
 
+    fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn sub(gauge: &AtomicU64, n: u64) {
+        let now = gauge.load(Ordering::Relaxed);
+        gauge.store(now.saturating_sub(n), Ordering::Relaxed);
+    }
+
+    fn set(gauge: &AtomicU64, value: u64) {
+        gauge.store(value, Ordering::Relaxed);
+    }
+
     /// One parsed sample line: name, labels, value.
     type Sample = (String, BTreeMap<String, String>, u64);
 
@@ -558,38 +532,38 @@ mod tests {
     fn values_match_what_was_added() {
         let cores = [CoreStats::default(), CoreStats::default()];
         let (a, b) = (&cores[0], &cores[1]);
-        a.inc(&a.handshakes_ok);
-        a.add(&a.handshakes_ok, 4);
-        a.inc(a.rejected(Rejection::Forbidden403));
-        b.add(b.rejected(Rejection::Timeout), 9);
-        b.inc(b.rejected(Rejection::TooLarge431));
-        a.add(&a.auth_ok, 3);
-        b.add(&b.auth_invalid, 2);
-        b.inc(&b.auth_forbidden);
-        a.inc(&a.auth_timeout);
-        a.add(&a.messages_in, 10);
-        a.add(&a.bytes_in, 1_000);
-        b.add(&b.messages_out, 20);
-        b.add(&b.bytes_out, u64::MAX);
-        a.add(&a.fanout_deliveries, 7);
-        a.add(&a.open_connections, 5);
-        a.sub(&a.open_connections, 2);
-        b.inc(&b.open_connections);
-        b.sub(&b.open_connections, 3);
-        b.set(&b.cross_core_queue_depth, 42);
-        a.add(&a.cross_core_lost, 12);
-        a.inc(&a.slow_consumer_closes);
-        b.add(&b.http_requests, 6);
-        b.inc(&b.api_publishes);
-        a.add(&a.rate_limited_closes, 2);
-        b.add(&b.expired_closes, 3);
-        a.add(&a.revoked_closes, 4);
-        b.add(&b.tickets_issued, 5);
-        a.add(&a.tickets_redeemed, 6);
-        b.add(&b.tickets_refused, 7);
-        a.add(&a.tickets_not_issued, 11);
-        a.add(&a.ip_concurrent_refusals, 8);
-        b.add(&b.ip_rate_refusals, 9);
+        inc(&a.handshakes_ok);
+        add(&a.handshakes_ok, 4);
+        inc(a.rejected(Rejection::Forbidden403));
+        add(b.rejected(Rejection::Timeout), 9);
+        inc(b.rejected(Rejection::TooLarge431));
+        add(&a.auth_ok, 3);
+        add(&b.auth_invalid, 2);
+        inc(&b.auth_forbidden);
+        inc(&a.auth_timeout);
+        add(&a.messages_in, 10);
+        add(&a.bytes_in, 1_000);
+        add(&b.messages_out, 20);
+        add(&b.bytes_out, u64::MAX);
+        add(&a.fanout_deliveries, 7);
+        add(&a.open_connections, 5);
+        sub(&a.open_connections, 2);
+        inc(&b.open_connections);
+        sub(&b.open_connections, 3);
+        set(&b.cross_core_queue_depth, 42);
+        add(&a.cross_core_lost, 12);
+        inc(&a.slow_consumer_closes);
+        add(&b.http_requests, 6);
+        inc(&b.api_publishes);
+        add(&a.rate_limited_closes, 2);
+        add(&b.expired_closes, 3);
+        add(&a.revoked_closes, 4);
+        add(&b.tickets_issued, 5);
+        add(&a.tickets_redeemed, 6);
+        add(&b.tickets_refused, 7);
+        add(&a.tickets_not_issued, 11);
+        add(&a.ip_concurrent_refusals, 8);
+        add(&b.ip_rate_refusals, 9);
 
         let (_, s) = parse(&rendered(&[a, b]));
         let hs = "wsgate_handshakes_total";
@@ -647,16 +621,6 @@ mod tests {
     }
 
     #[test]
-    fn counters_wrap_and_gauges_stop_at_zero() {
-        let s = CoreStats::default();
-        s.set(&s.bytes_in, u64::MAX);
-        s.add(&s.bytes_in, 2);
-        assert_eq!(read(&s.bytes_in), 1);
-        s.sub(&s.open_connections, 1);
-        assert_eq!(read(&s.open_connections), 0);
-    }
-
-    #[test]
     fn rejections_have_distinct_labels_and_statuses() {
         let labels: BTreeSet<&str> = Rejection::ALL.iter().map(|r| r.label()).collect();
         assert_eq!(labels.len(), Rejection::ALL.len());
@@ -691,17 +655,9 @@ mod tests {
     }
 
     #[test]
-    #[cfg(debug_assertions)]
-    #[should_panic(expected = "counter of another CoreStats")]
-    fn helpers_refuse_foreign_counters() {
-        let (a, b) = (CoreStats::default(), CoreStats::default());
-        a.inc(&b.messages_in);
-    }
-
-    #[test]
     fn readable_from_another_thread() {
         let stats = CoreStats::default();
-        stats.add(&stats.messages_in, 3);
+        add(&stats.messages_in, 3);
         let seen = std::thread::scope(|scope| {
             scope
                 .spawn(|| {

@@ -1,11 +1,13 @@
 //! The per-connection protocol state of the gateway (docs/protocol.md §3, §4 and §6): upgrade-time and
-//! first-frame authentication, then the commands of an authenticated connection (join, leave,
-//! send). Pure: input is a message and the Unix time, output is frames appended to `out`, calls on
-//! the core's `Groups`, and a `Verdict`. Never allocates on the authentication path (the identity
-//! is stored inline).
+//! first-frame authentication, a ticket's redemption, then the commands of an authenticated
+//! connection (join, leave, send). Pure: input is a message (or the answer to a redemption) and
+//! the Unix time, output is frames appended to `out`, calls on the core's `Groups`, and a
+//! `Verdict`; the shared tables are an argument. Never allocates on the authentication path
+//! (the identity and a ticket waiting for redemption are stored inline).
 
 use crate::auth::groups::is_valid_group_name;
-use crate::auth::{AuthError, Identity};
+use crate::auth::tickets::{TicketError, TicketId};
+use crate::auth::{AuthError, Identity, bearer_token};
 use crate::config::AuthSettings;
 use crate::envelope::{self, ClientCommand, RawJson};
 use crate::hub::table::Join;
@@ -13,6 +15,7 @@ use crate::proto::close::CloseCode;
 use crate::proto::frame;
 use crate::proto::handshake::Upgrade;
 use crate::proto::http;
+use crate::tables::Tables;
 
 /// What the connection does after a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +67,11 @@ pub struct Session {
 #[derive(Debug)]
 enum State {
     AwaitingAuth,
+    /// An upgrade with `?ticket=`: waiting for the ticket's redemption (`asked`: handed out).
+    Redeeming {
+        ticket: TicketId,
+        asked: bool,
+    },
     Open(Identity),
 }
 
@@ -91,7 +99,7 @@ impl Session {
     pub fn identity(&self) -> Option<&Identity> {
         match &self.state {
             State::Open(identity) => Some(identity),
-            State::AwaitingAuth => None,
+            State::AwaitingAuth | State::Redeeming { .. } => None,
         }
     }
 
@@ -114,22 +122,68 @@ impl Session {
     /// Runs upgrade-time authentication right after the 101 was written: a token in the
     /// subprotocol, the `Authorization` header or (when allowed) the query string. Without any of
     /// them the connection waits for a first-frame `authenticate` if that method is enabled.
+    ///
+    /// A ticket is not redeemed here: the session waits for it ([`Session::take_redeem`]) and
+    /// takes the answer in [`Session::on_redeemed`].
     pub fn on_upgrade(
         &mut self,
         upgrade: &Upgrade<'_>,
         auth: &AuthSettings,
+        tables: &Tables,
         now: u64,
         out: &mut Vec<u8>,
     ) -> Verdict {
         match upgrade_credential(upgrade, auth) {
-            Credential::Token(token) => self.authenticate(token, auth, now, out),
-            Credential::Ticket(ticket) => match auth.state.tickets.redeem(ticket, now) {
-                Ok(identity) => self.open(identity, auth, now, out),
-                Err(_) => fail(AuthError::BadTicket, out),
+            Credential::Token(token) => self.authenticate(token, auth, tables, now, out),
+            Credential::Ticket(ticket) => match TicketId::parse(ticket) {
+                Some(ticket) => {
+                    self.state = State::Redeeming {
+                        ticket,
+                        asked: false,
+                    };
+                    Verdict::Continue
+                }
+                None => fail(AuthError::BadTicket, out),
             },
             Credential::Refused(err) => fail(err, out),
             Credential::None if auth.first_frame => Verdict::Continue,
             Credential::None => fail(AuthError::Missing, out),
+        }
+    }
+
+    /// The ticket to redeem, once: the caller redeems it (exactly once, in the shared table)
+    /// and answers with [`Session::on_redeemed`].
+    pub fn take_redeem(&mut self) -> Option<TicketId> {
+        match &mut self.state {
+            State::Redeeming { ticket, asked } if !*asked => {
+                *asked = true;
+                Some(*ticket)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether the session waits for a ticket's redemption (its input waits too).
+    pub fn is_redeeming(&self) -> bool {
+        matches!(self.state, State::Redeeming { .. })
+    }
+
+    /// The answer to the redemption [`Session::take_redeem`] handed out: the ticket's identity
+    /// opens the connection (unless revoked since), anything else is 4401.
+    pub fn on_redeemed(
+        &mut self,
+        redeemed: Result<Identity, TicketError>,
+        tables: &Tables,
+        now: u64,
+        out: &mut Vec<u8>,
+    ) -> Verdict {
+        if !self.is_redeeming() {
+            return Verdict::Continue;
+        }
+        self.state = State::AwaitingAuth;
+        match redeemed {
+            Ok(identity) => self.open(identity, tables, now, out),
+            Err(TicketError) => fail(AuthError::BadTicket, out),
         }
     }
 
@@ -138,6 +192,7 @@ impl Session {
         &mut self,
         text: &str,
         auth: &AuthSettings,
+        tables: &Tables,
         now: u64,
         out: &mut Vec<u8>,
         groups: &mut dyn Groups,
@@ -145,10 +200,13 @@ impl Session {
         let command = envelope::parse_command(text);
         let identity = match &self.state {
             State::Open(identity) => identity,
-            State::AwaitingAuth => {
+            State::AwaitingAuth | State::Redeeming { .. } => {
                 return match command {
-                    Ok(ClientCommand::Authenticate { token }) if auth.first_frame => {
-                        self.authenticate(token.as_bytes(), auth, now, out)
+                    // A redemption's answer comes first: input waits until it has.
+                    Ok(ClientCommand::Authenticate { token })
+                        if auth.first_frame && !self.is_redeeming() =>
+                    {
+                        self.authenticate(token.as_bytes(), auth, tables, now, out)
                     }
                     // PROTOCOL §6: anything else first is a policy violation, closed without a
                     // message.
@@ -204,7 +262,7 @@ impl Session {
                         fail(AuthError::OtherUser, out)
                     }
                     Ok(new) => {
-                        let verdict = self.open(new, auth, now, out);
+                        let verdict = self.open(new, tables, now, out);
                         if verdict == Verdict::Continue {
                             self.leave_disallowed(groups, out);
                         }
@@ -221,7 +279,9 @@ impl Session {
     /// Handles a complete binary message.
     pub fn on_binary(&mut self, out: &mut Vec<u8>) -> Verdict {
         match self.state {
-            State::AwaitingAuth => Verdict::Close(CloseCode::POLICY, REASON_AUTH_REQUIRED),
+            State::AwaitingAuth | State::Redeeming { .. } => {
+                Verdict::Close(CloseCode::POLICY, REASON_AUTH_REQUIRED)
+            }
             State::Open(_) => error(out, 400, "binary frames are not supported"),
         }
     }
@@ -230,11 +290,12 @@ impl Session {
         &mut self,
         token: &[u8],
         auth: &AuthSettings,
+        tables: &Tables,
         now: u64,
         out: &mut Vec<u8>,
     ) -> Verdict {
         match auth.verifier.verify(token, now) {
-            Ok(identity) => self.open(identity, auth, now, out),
+            Ok(identity) => self.open(identity, tables, now, out),
             Err(err) => fail(err, out),
         }
     }
@@ -260,11 +321,11 @@ impl Session {
     fn open(
         &mut self,
         identity: Identity,
-        auth: &AuthSettings,
+        tables: &Tables,
         now: u64,
         out: &mut Vec<u8>,
     ) -> Verdict {
-        if auth.state.revocations.is_revoked(&identity, now) {
+        if tables.revocations.is_revoked(&identity, now) {
             return fail(AuthError::Revoked, out);
         }
         frame::write_text_with(out, |o| envelope::write_auth_ok(o, identity.user.as_str()));
@@ -306,16 +367,6 @@ fn upgrade_credential<'b>(upgrade: &Upgrade<'b>, auth: &AuthSettings) -> Credent
         };
     }
     Credential::None
-}
-
-/// The token of an `Authorization: Bearer <token>` value (scheme case-insensitive per RFC 9110).
-pub(crate) fn bearer_token(value: &[u8]) -> Option<&[u8]> {
-    let (scheme, rest) = value.split_at_checked(7)?;
-    if !scheme.eq_ignore_ascii_case(b"bearer ") {
-        return None;
-    }
-    let token = rest.trim_ascii();
-    (!token.is_empty()).then_some(token)
 }
 
 fn fail(err: AuthError, out: &mut Vec<u8>) -> Verdict {
@@ -373,15 +424,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn bearer_scheme_is_case_insensitive_and_needs_a_token() {
-        assert_eq!(bearer_token(b"Bearer abc"), Some(&b"abc"[..]));
-        assert_eq!(bearer_token(b"bearer   abc "), Some(&b"abc"[..]));
-        assert_eq!(bearer_token(b"Basic abc"), None);
-        assert_eq!(bearer_token(b"Bearer "), None);
-        assert_eq!(bearer_token(b"Bear"), None);
-    }
-
     fn settings() -> AuthSettings {
         AuthSettings {
             verifier: Verifier::hs256(b"secret"),
@@ -390,8 +432,22 @@ mod tests {
             subprotocol: true,
             query_token: false,
             ticket: true,
-            state: std::sync::Arc::new(crate::config::AuthState::new(10, 100, 3600, 100)),
         }
+    }
+
+    fn tables() -> Tables {
+        Tables::new(&crate::tables::TableSizes {
+            ticket_ttl_secs: 10,
+            max_tickets: 100,
+            max_tickets_per_user: 0,
+            max_tickets_per_address: 0,
+            revocation_ttl_secs: 3600,
+            max_revocations: 100,
+            max_connections_per_address: 0,
+            upgrades_per_address_per_sec: 0,
+            upgrade_burst: 1,
+            max_addresses: 100,
+        })
     }
 
     #[test]
@@ -399,7 +455,14 @@ mod tests {
         for text in ["{\"action\":\"join\",\"group\":\"a\"}", "not json", "[]"] {
             let mut s = Session::new();
             let mut out = Vec::new();
-            let v = s.on_text(text, &settings(), 0, &mut out, &mut FakeGroups::default());
+            let v = s.on_text(
+                text,
+                &settings(),
+                &tables(),
+                0,
+                &mut out,
+                &mut FakeGroups::default(),
+            );
             assert_eq!(
                 v,
                 Verdict::Close(CloseCode::POLICY, REASON_AUTH_REQUIRED),
@@ -420,6 +483,7 @@ mod tests {
         let v = s.on_text(
             r#"{"action":"authenticate","token":"x.y.z"}"#,
             &settings(),
+            &tables(),
             0,
             &mut out,
             &mut FakeGroups::default(),
@@ -444,6 +508,7 @@ mod tests {
         let v = Session::new().on_text(
             r#"{"action":"authenticate","token":"a"}"#,
             &auth,
+            &tables(),
             0,
             &mut out,
             &mut FakeGroups::default(),
@@ -471,7 +536,14 @@ mod tests {
         let mut s = Session::new();
         let cmd = format!(r#"{{"action":"authenticate","token":"{}"}}"#, token(extra));
         let mut out = Vec::new();
-        let v = s.on_text(&cmd, &settings(), 0, &mut out, &mut FakeGroups::default());
+        let v = s.on_text(
+            &cmd,
+            &settings(),
+            &tables(),
+            0,
+            &mut out,
+            &mut FakeGroups::default(),
+        );
         assert_eq!(v, Verdict::Continue, "{}", String::from_utf8_lossy(&out));
         s
     }
@@ -480,7 +552,7 @@ mod tests {
     fn reply(s: &mut Session, groups: &mut FakeGroups, text: &str) -> String {
         let mut out = Vec::new();
         assert_eq!(
-            s.on_text(text, &settings(), 0, &mut out, groups),
+            s.on_text(text, &settings(), &tables(), 0, &mut out, groups),
             Verdict::Continue
         );
         if out.is_empty() {
@@ -567,7 +639,7 @@ mod tests {
         );
         let mut out = Vec::new();
         assert_eq!(
-            s.on_text(&refresh, &settings(), 0, &mut out, &mut g),
+            s.on_text(&refresh, &settings(), &tables(), 0, &mut out, &mut g),
             Verdict::Continue
         );
         let frames = text_frames(&out);

@@ -1,18 +1,27 @@
-//! Proves the connection path up to the auth-OK message performs no heap allocation: head parse →
-//! upgrade validation → origin check → accept key → 101 → first-frame decode and unmask → message
-//! assembly → `authenticate` parse → HS256 verify → auth-OK frame written into the connection's
-//! buffer. A counting global allocator counts every allocation made on the measuring thread.
+//! Proves the connection path up to the auth-OK message performs no heap allocation, driving the
+//! code the runtime runs: the per-address count, `connection::upgrade::decide` (head parse,
+//! route, upgrade validation, origin, per-address limits, accept key, 101), then the
+//! `Connection` state machine on the first frame (decode and unmask, message assembly,
+//! `authenticate` parse, HS256 verify, revocation check, auth-OK frame) and its effects. A
+//! counting global allocator counts every allocation made on the measuring thread.
 
+use std::cell::Cell;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use clap::Parser;
 use serde_json::json;
 use wsgate::auth::Verifier;
-use wsgate::envelope::{self, ClientCommand};
+use wsgate::config::{Config, DevSecret, Env, Settings};
+use wsgate::connection::upgrade::{self, Decision};
+use wsgate::connection::{Connection, Core, Effect};
+use wsgate::envelope;
 use wsgate::hub::table::Join;
-use wsgate::origin::OriginPolicy;
-use wsgate::proto::frame;
-use wsgate::proto::handshake;
+use wsgate::limits::TokenBucket;
+use wsgate::metrics::CoreStats;
 use wsgate::proto::http;
-use wsgate::proto::message::{Assembler, Message};
 use wsgate::session::{Groups, Session, Verdict};
+use wsgate::tables::Tables;
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
@@ -78,43 +87,86 @@ fn masked_frame(payload: &[u8]) -> Vec<u8> {
     frame
 }
 
+/// The gateway's settings for this test: the browser's origin allowed, the HS256 secret.
+fn settings() -> Settings {
+    let config = Config::try_parse_from([
+        "wsgate",
+        "--allowed-origins",
+        "https://.example.com,http://localhost:3000",
+    ])
+    .unwrap();
+    let env = Env {
+        jwt_secret: Some(String::from_utf8(SECRET.to_vec()).unwrap()),
+        ..Env::default()
+    };
+    config
+        .into_settings(&env, 1, || DevSecret(Vec::new()))
+        .unwrap()
+}
+
 #[test]
 fn upgrade_origin_and_first_frame_auth_allocate_nothing() {
-    // Start-up work, outside the measurement: policy, verifier, the connection's buffers.
-    let origins = OriginPolicy::parse(&["https://.example.com", "http://localhost:3000"]).unwrap();
-    let verifier = Verifier::hs256(SECRET);
+    // Start-up work, outside the measurement: settings, the shared tables, the counters, the
+    // connection's buffers (the runtime's scratch and cork buffers are allocated once per core).
+    let settings = settings();
+    let tables = Tables::new(&settings.tables);
+    let stats = CoreStats::default();
+    let peer: IpAddr = "203.0.113.7".parse().unwrap();
     let head = browser_upgrade();
     let command = json!({"action": "authenticate", "token": simplejwt_token()}).to_string();
     let mut first_frame = masked_frame(command.as_bytes());
     let mut out: Vec<u8> = Vec::with_capacity(4096);
-    let mut assembler = Assembler::new(1 << 20);
+    let bucket = Cell::new(TokenBucket::new(settings.rate.burst, 0));
+    let t0 = Instant::now();
+    // The per-address table holds an entry per client address: the first upgrade from an
+    // address creates it (a table sized at start could not know the addresses). Measured is a
+    // client the table already knows, as every upgrade after its first is.
+    let ctx = upgrade::Context {
+        settings: &settings,
+        tables: &tables,
+        stats: &stats,
+        peer,
+        unix: NOW,
+        clock_ms: 0,
+    };
+    let no_answer = |_: &str, _: &str, _: &mut Vec<u8>| false;
+    let warm = upgrade::admit_peer(&ctx).unwrap();
+    drop(warm);
 
-    let (count, user) = allocations(|| {
-        // Head: incremental end scan, then httparse over the read buffer.
+    let (count, identity) = allocations(|| {
+        // What the runtime does for one accepted socket: the head decided (parse, route,
+        // validate, origin, per-address limits, 101), the connection opened, its first frame
+        // handled, its effects taken.
+        let slot = upgrade::admit_peer(&ctx).unwrap();
         let len = http::find_head_end(&head, 0, 8192).unwrap().unwrap();
-        let mut headers = [httparse::EMPTY_HEADER; http::MAX_HEADERS];
-        let request = http::parse_request(&head[..len], &mut headers).unwrap();
-        let upgrade = handshake::validate(&request, "/ws").unwrap();
-        assert!(origins.allows(upgrade.origin));
-        let accept = handshake::accept_key(upgrade.key);
-        handshake::write_101(&mut out, &accept, upgrade.offers_v1);
-
-        // First frame: decode + unmask in place, assemble, parse, verify, answer.
-        let header = frame::decode(&mut first_frame, 1 << 20).unwrap().unwrap();
-        let payload = &first_frame[header.header_len..header.header_len + header.payload_len];
-        let Some(Message::Text(text)) = assembler.push(&header, payload).unwrap() else {
-            panic!("expected a text message");
+        let Decision::Upgraded {
+            handler, verdict, ..
+        } = upgrade::decide(&head[..len], &ctx, (Session::new, no_answer), &mut out)
+        else {
+            panic!("expected an upgrade");
         };
-        let ClientCommand::Authenticate { token } = envelope::parse_command(text).unwrap() else {
-            panic!("expected authenticate");
+        assert_eq!(verdict, Verdict::Continue);
+        let mut conn = Connection::new(handler, &settings, t0);
+        assert!(conn.poll_effect().is_none());
+        let core = Core {
+            tables: &tables,
+            groups: &mut NoGroups,
+            bucket: &bucket,
+            stats: &stats,
+            epoch: t0,
         };
-        let identity = verifier.verify(token.as_bytes(), NOW).unwrap();
-        frame::write_text_with(&mut out, |o| {
-            envelope::write_auth_ok(o, identity.user.as_str())
-        });
-        identity.user
+        let used = conn
+            .handle_frames(&mut first_frame, &settings, (t0, NOW), core, &mut out)
+            .unwrap();
+        assert_eq!(used, first_frame.len());
+        let identity = match conn.poll_effect() {
+            Some(Effect::Identity { user, jti }) => (user == "42", jti.is_some()),
+            other => panic!("expected the new identity, got {other:?}"),
+        };
+        drop(slot);
+        identity
     });
-    assert_eq!(user.as_str(), "42");
+    assert_eq!(identity, (true, true));
     let text = String::from_utf8_lossy(&out);
     assert!(
         text.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
@@ -165,15 +217,15 @@ fn the_session_layer_adds_no_allocation_either() {
         subprotocol: true,
         query_token: false,
         ticket: true,
-        // Made before counting starts: a revocation list and ticket store that exist but are
-        // empty, as in a running gateway.
-        state: std::sync::Arc::new(wsgate::config::AuthState::new(10, 1000, 3600, 1000)),
     };
+    // Made before counting starts: a revocation list and ticket store that exist but are
+    // empty, as in a running gateway.
+    let tables = Tables::new(&settings().tables);
     let command = json!({"action": "authenticate", "token": simplejwt_token()}).to_string();
     let mut session = Session::new();
     let mut out: Vec<u8> = Vec::with_capacity(1024);
     let (count, verdict) =
-        allocations(|| session.on_text(&command, &auth, NOW, &mut out, &mut NoGroups));
+        allocations(|| session.on_text(&command, &auth, &tables, NOW, &mut out, &mut NoGroups));
     assert_eq!(verdict, Verdict::Continue);
     assert!(session.is_authenticated());
     assert_eq!(

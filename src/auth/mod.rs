@@ -3,6 +3,7 @@
 //! the upgrade and ticket endpoint, close code and `detail` text for the socket).
 //! Pure code: time comes in as `now` (Unix seconds), nothing here reads a clock or logs a token.
 
+pub mod api_keys;
 pub mod groups;
 pub mod jwt;
 pub mod revocation;
@@ -125,6 +126,19 @@ impl AuthError {
     }
 }
 
+/// The credentials of an `Authorization: Bearer <credentials>` value, if non-empty: the one
+/// bearer parser for the upgrade's token, `POST /ws-auth` and the API key. The scheme is ASCII
+/// case-insensitive (RFC 9110 §11.1) and followed by one or more spaces; surrounding spaces
+/// and tabs are not part of the credentials.
+pub fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = value.split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer") || rest.first() != Some(&b' ') {
+        return None;
+    }
+    let token = rest.trim_ascii();
+    (!token.is_empty()).then_some(token)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -175,5 +189,16 @@ mod tests {
                 assert_ne!(a.detail(), b.detail(), "{a:?} vs {b:?}");
             }
         }
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_needs_credentials() {
+        assert_eq!(bearer_token(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"bearer   abc \t"), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"BEARER abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"Basic abc"), None);
+        assert_eq!(bearer_token(b"Bearer "), None);
+        assert_eq!(bearer_token(b"Bearerabc"), None);
+        assert_eq!(bearer_token(b"Bear"), None);
     }
 }

@@ -348,6 +348,32 @@ fn decode(text: &str) -> Option<Key> {
     buf.get(..n)?.try_into().ok()
 }
 
+/// A ticket as a client presented it, kept inline while its connection waits for the
+/// redemption (no allocation, 22 bytes). `Debug` never shows it: a ticket is a credential.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TicketId([u8; TICKET_LEN]);
+
+impl TicketId {
+    /// The ticket in `text`, or `None` unless it is exactly 22 canonical base64url characters
+    /// (such a text can never be redeemed).
+    pub fn parse(text: &str) -> Option<Self> {
+        decode(text)?;
+        text.as_bytes().try_into().ok().map(Self)
+    }
+
+    /// The ticket's text.
+    pub fn as_str(&self) -> &str {
+        // Checked base64url (ASCII) in `parse`.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for TicketId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TicketId([redacted])")
+    }
+}
+
 /// The shard's guard; a poisoned lock is still consistent (no update panics half-way).
 fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     shard.lock().unwrap_or_else(PoisonError::into_inner)

@@ -2,14 +2,24 @@
 //! frames in, replies and a `CloseReason` out, with `now` always an argument. It owns every time
 //! rule of an open connection (the auth deadline, keepalive ping and 4408, the token's expiry,
 //! the message rate limit) and frame dispatch (ping → pong, close, the pre-authentication
-//! limits, data messages to the `Handler`). The runtime moves bytes, keeps one timer slot armed
-//! at [`Connection::poll_timeout`], and calls [`Connection::handle_timeout`] when it fires.
-//! Uses only pure modules (proto, session, config, metrics' atomic counters).
+//! limits, data messages to the `Handler`). What it needs from outside comes out as an
+//! [`Effect`] ([`Connection::poll_effect`]): a ticket to redeem, whose answer comes back in
+//! [`Connection::handle_redeemed`] (until then input waits, and the auth deadline runs), and a
+//! new identity for the index revocations search. Group operations (join, leave, publish) are
+//! the core's own and never wait: they go through `Groups` while a message is handled. The
+//! runtime moves bytes, keeps one timer slot armed at [`Connection::poll_timeout`], calls
+//! [`Connection::handle_timeout`] when it fires, and carries the effects out. The upgrade's
+//! decision order is [`upgrade`]. Uses only pure modules (proto, session, config, tables,
+//! metrics' atomic counters).
+
+pub mod upgrade;
 
 use std::cell::Cell;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::auth::Identity;
+use crate::auth::tickets::{TicketError, TicketId};
 use crate::config::Settings;
 use crate::envelope;
 use crate::limits::TokenBucket;
@@ -19,6 +29,7 @@ use crate::proto::frame::{self, FrameError, OpCode};
 use crate::proto::handshake::Upgrade;
 use crate::proto::message::{Assembler, Message};
 use crate::session::{self, Groups, Verdict};
+use crate::tables::Tables;
 
 /// What the connection asks of the application side of one WebSocket (the gateway's
 /// [`session::Session`], or a test server's echo).
@@ -28,6 +39,7 @@ pub trait Handler: 'static {
         &mut self,
         upgrade: &Upgrade<'_>,
         s: &Settings,
+        tables: &Tables,
         now: u64,
         out: &mut Vec<u8>,
     ) -> Verdict;
@@ -36,6 +48,7 @@ pub trait Handler: 'static {
         &mut self,
         text: &str,
         s: &Settings,
+        tables: &Tables,
         now: u64,
         out: &mut Vec<u8>,
         groups: &mut dyn Groups,
@@ -53,6 +66,40 @@ pub trait Handler: 'static {
     fn take_changed_identity(&mut self) -> Option<(&str, Option<&str>)> {
         None
     }
+    /// A ticket to redeem, handed out once; the answer comes to [`Handler::on_redeemed`].
+    fn take_redeem(&mut self) -> Option<TicketId> {
+        None
+    }
+    /// Whether an answer from outside is awaited (input waits until it comes).
+    fn awaits_answer(&self) -> bool {
+        false
+    }
+    /// The answer to the redemption [`Handler::take_redeem`] asked for.
+    fn on_redeemed(
+        &mut self,
+        _redeemed: Result<Identity, TicketError>,
+        _tables: &Tables,
+        _now: u64,
+        _out: &mut Vec<u8>,
+    ) -> Verdict {
+        Verdict::Continue
+    }
+}
+
+/// What a connection needs carried out by its core; see the module docs.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Effect<'a> {
+    /// Redeem this ticket (exactly once, in the shared table) and give the answer to
+    /// [`Connection::handle_redeemed`].
+    Redeem(TicketId),
+    /// A new identity is in force (an authentication, a refresh): revocations find the
+    /// connection by this user id and token jti from now on.
+    Identity {
+        /// The user id.
+        user: &'a str,
+        /// The token's jti, if it has one.
+        jti: Option<&'a str>,
+    },
 }
 
 /// Every way a WebSocket connection ends, with its close code, the reason sent in the Close
@@ -164,6 +211,8 @@ pub const MAX_EXPIRY_WAIT: Duration = Duration::from_secs(3600);
 
 /// What a connection's input needs from its core besides the bytes.
 pub struct Core<'a> {
+    /// The shared tables (revocations, for an authentication or refresh).
+    pub tables: &'a Tables,
     /// This connection's view of its core's groups.
     pub groups: &'a mut dyn Groups,
     /// The connection's message-rate bucket (kept with its fan-out state).
@@ -222,7 +271,8 @@ impl<H: Handler> Connection<H> {
         out: &mut Vec<u8>,
     ) -> Result<usize, CloseReason> {
         let mut pos = 0;
-        while pos < buf.len() {
+        // Waiting for a redemption's answer: input keeps until it came.
+        while pos < buf.len() && !self.handler.awaits_answer() {
             // Before authentication the only valid message is a small `authenticate`: a client
             // that has not authenticated may not make us hold more than that.
             let limits = &settings.limits;
@@ -273,9 +323,14 @@ impl<H: Handler> Connection<H> {
                 Message::Text(text) => {
                     core.stats.messages_in.fetch_add(1, Ordering::Relaxed);
                     let awaiting = self.handler.awaiting_auth();
-                    let verdict =
-                        self.handler
-                            .on_text(text, settings, unix, out, &mut *core.groups);
+                    let verdict = self.handler.on_text(
+                        text,
+                        settings,
+                        core.tables,
+                        unix,
+                        out,
+                        &mut *core.groups,
+                    );
                     if awaiting {
                         core.stats.count_auth(self.handler.awaiting_auth(), verdict);
                     }
@@ -297,6 +352,50 @@ impl<H: Handler> Connection<H> {
             self.assembler.shrink();
         }
         Ok(pos)
+    }
+
+    /// What the connection needs from outside now, if anything; see [`Effect`]. Each effect is
+    /// handed out once; call again until `None`.
+    pub fn poll_effect(&mut self) -> Option<Effect<'_>> {
+        if let Some(ticket) = self.handler.take_redeem() {
+            return Some(Effect::Redeem(ticket));
+        }
+        self.handler
+            .take_changed_identity()
+            .map(|(user, jti)| Effect::Identity { user, jti })
+    }
+
+    /// Whether input waits for an answer from outside (the runtime stops reading meanwhile).
+    pub fn awaits_answer(&self) -> bool {
+        self.handler.awaits_answer()
+    }
+
+    /// The answer to an [`Effect::Redeem`] at `unix` (Unix seconds): the opening message is
+    /// appended to `out`, or the 401 message before the close.
+    pub fn handle_redeemed(
+        &mut self,
+        redeemed: Result<Identity, TicketError>,
+        tables: &Tables,
+        unix: u64,
+        stats: &CoreStats,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CloseReason> {
+        let counter = if redeemed.is_ok() {
+            &stats.tickets_redeemed
+        } else {
+            &stats.tickets_refused
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let before = out.len();
+        let verdict = self.handler.on_redeemed(redeemed, tables, unix, out);
+        if out.len() > before {
+            stats.messages_out.fetch_add(1, Ordering::Relaxed);
+        }
+        stats.count_auth(self.handler.awaiting_auth(), verdict);
+        match verdict {
+            Verdict::Continue => Ok(()),
+            Verdict::Close(code, reason) => Err(CloseReason::Refused(code, reason)),
+        }
     }
 
     /// When the connection's timer must fire next: the auth deadline while it has not
@@ -360,19 +459,27 @@ impl<H: Handler> Connection<H> {
 
 /// The gateway's application side: docs/protocol.md's session.
 impl Handler for session::Session {
-    fn on_open(&mut self, up: &Upgrade<'_>, s: &Settings, now: u64, out: &mut Vec<u8>) -> Verdict {
-        self.on_upgrade(up, &s.auth, now, out)
+    fn on_open(
+        &mut self,
+        up: &Upgrade<'_>,
+        s: &Settings,
+        tables: &Tables,
+        now: u64,
+        out: &mut Vec<u8>,
+    ) -> Verdict {
+        self.on_upgrade(up, &s.auth, tables, now, out)
     }
 
     fn on_text(
         &mut self,
         text: &str,
         s: &Settings,
+        tables: &Tables,
         now: u64,
         out: &mut Vec<u8>,
         groups: &mut dyn Groups,
     ) -> Verdict {
-        session::Session::on_text(self, text, &s.auth, now, out, groups)
+        session::Session::on_text(self, text, &s.auth, tables, now, out, groups)
     }
 
     fn on_binary(&mut self, _: &[u8], _: &Settings, _: u64, out: &mut Vec<u8>) -> Verdict {
@@ -390,6 +497,24 @@ impl Handler for session::Session {
     fn take_changed_identity(&mut self) -> Option<(&str, Option<&str>)> {
         self.take_changed_identity()
             .map(|id| (id.user.as_str(), id.jti.as_ref().map(|j| j.as_str())))
+    }
+
+    fn take_redeem(&mut self) -> Option<TicketId> {
+        session::Session::take_redeem(self)
+    }
+
+    fn awaits_answer(&self) -> bool {
+        self.is_redeeming()
+    }
+
+    fn on_redeemed(
+        &mut self,
+        redeemed: Result<Identity, TicketError>,
+        tables: &Tables,
+        now: u64,
+        out: &mut Vec<u8>,
+    ) -> Verdict {
+        session::Session::on_redeemed(self, redeemed, tables, now, out)
     }
 }
 

@@ -76,6 +76,7 @@ fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
 struct Fixture {
     conn: Connection<Session>,
     settings: Settings,
+    tables: Tables,
     stats: CoreStats,
     bucket: Cell<TokenBucket>,
     t0: Instant,
@@ -88,6 +89,7 @@ impl Fixture {
         Self {
             conn: Connection::new(Session::new(), &settings, t0),
             bucket: Cell::new(TokenBucket::new(settings.rate.burst, 0)),
+            tables: Tables::new(&settings.tables),
             settings,
             stats: CoreStats::default(),
             t0,
@@ -108,6 +110,7 @@ impl Fixture {
         let mut buf = bytes.to_vec();
         let mut out = Vec::new();
         let core = Core {
+            tables: &self.tables,
             groups: &mut NoGroups,
             bucket: &self.bucket,
             stats: &self.stats,

@@ -7,6 +7,7 @@
 //! message for that core, never silently: the loss is counted, and the core hears which groups
 //! lost messages, so that it closes their members there with 1008 as it would a slow consumer.
 
+pub mod fanout;
 pub mod outbox;
 pub mod table;
 

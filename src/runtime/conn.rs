@@ -5,187 +5,38 @@
 //! fan-out fills (so order holds). Deadlines end the connection; they never cancel a read that
 //! has completed (readiness carries no data, so dropping it loses nothing).
 
-use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use monoio::net::TcpStream;
 use monoio::time::Instant;
 
-use super::groups::{GroupCtx, Member, Members};
+use super::Service;
+use super::member::Member;
 use super::sys::{self, Transfer};
-use super::timer::{self, Timers};
-use super::{Service, WorkerShared};
-use crate::api::{self, Endpoint};
-use crate::auth::tickets::IssueError;
+use super::timer;
+use super::worker::{GroupCtx, Worker};
+use crate::api;
 use crate::config::Settings;
-use crate::connection::{CloseReason, Connection, Core};
-use crate::hub::LocalHub;
-use crate::hub::table::GroupTable;
-use crate::limits::{Refusal, TokenBucket};
-use crate::metrics::{CoreStats, Rejection};
+use crate::connection::upgrade::{self, Decision};
+use crate::connection::{CloseReason, Connection, Core, Effect};
+use crate::limits::TokenBucket;
+use crate::metrics::Rejection;
 use crate::proto::close::CloseCode;
 use crate::proto::frame::{self, OpCode};
-use crate::proto::handshake;
 use crate::proto::http;
-use crate::session::{self, Verdict};
-
-/// Size of the per-worker read buffer every readable connection reads into.
-const SCRATCH_BYTES: usize = 64 * 1024;
-
-pub use crate::connection::Handler;
-
-/// Per-worker state shared by the worker's connections (single thread: `Cell`/`RefCell`).
-pub(crate) struct Worker<S> {
-    pub(crate) shared: WorkerShared<S>,
-    /// This core's copy of the settings; a reload replaces it (connections keep the copy they
-    /// hold, so nothing changes under a request being served).
-    settings: RefCell<Rc<Settings>>,
-    /// Shutting down: no keep-alive, and every WebSocket that opens is told to go away.
-    pub(crate) draining: Cell<bool>,
-    /// The drain waiting for the last connection to end.
-    drained: Cell<Option<std::task::Waker>>,
-    /// Origin of the millisecond clock of the connections' message-rate buckets.
-    epoch: Instant,
-    scratch: RefCell<Box<[u8]>>,
-    cork: RefCell<Vec<u8>>,
-    open: Cell<usize>,
-    /// Deadlines of this worker's WebSocket connections.
-    pub(crate) timers: Timers,
-    /// This core's connections that fan-out can reach, by key.
-    pub(crate) members: RefCell<Members>,
-    /// This core's group membership.
-    pub(crate) table: RefCell<GroupTable<u64>>,
-    /// This core's side of the cross-core hub.
-    pub(crate) hub: LocalHub,
-    /// Members with queued frames, flushed once per batch.
-    pub(crate) dirty: RefCell<Vec<u64>>,
-    /// This core's counters.
-    pub(crate) stats: Arc<CoreStats>,
-}
-
-impl<S: Service> Worker<S> {
-    pub(crate) fn new(shared: WorkerShared<S>, hub: LocalHub, stats: Arc<CoreStats>) -> Self {
-        Self {
-            settings: RefCell::new(Rc::new(Settings::clone(&shared.settings))),
-            draining: Cell::new(false),
-            drained: Cell::new(None),
-            epoch: Instant::now(),
-            shared,
-            scratch: RefCell::new(vec![0; SCRATCH_BYTES].into_boxed_slice()),
-            cork: RefCell::new(Vec::with_capacity(SCRATCH_BYTES)),
-            open: Cell::new(0),
-            timers: Timers::default(),
-            members: RefCell::new(Members::default()),
-            table: RefCell::new(GroupTable::new()),
-            hub,
-            dirty: RefCell::new(Vec::new()),
-            stats,
-        }
-    }
-
-    /// The settings in force now (a reload may replace them between two calls).
-    pub(crate) fn settings(&self) -> Rc<Settings> {
-        self.settings.borrow().clone()
-    }
-
-    /// Puts reloaded settings in force for every request and message from now on.
-    pub(crate) fn replace_settings(&self, settings: &Settings) {
-        *self.settings.borrow_mut() = Rc::new(settings.clone());
-    }
-
-    /// Graceful shutdown of this core (the accept loop has stopped): every WebSocket is closed
-    /// with 1001 after what is queued for it, and this resolves when the last connection ended
-    /// or the shutdown deadline passed, whichever comes first.
-    pub(crate) async fn drain(&self) {
-        self.draining.set(true);
-        let deadline = Instant::now() + self.settings().timeouts.shutdown;
-        let members: Vec<Rc<Member>> = self.members.borrow().iter().cloned().collect();
-        for member in members {
-            member.go_away();
-        }
-        let all_closed = std::future::poll_fn(|cx| {
-            if self.open.get() == 0 {
-                return std::task::Poll::Ready(());
-            }
-            self.drained.set(Some(cx.waker().clone()));
-            std::task::Poll::Pending
-        });
-        monoio::select! {
-            _ = all_closed => {}
-            _ = monoio::time::sleep_until(deadline) => {
-                tracing::warn!(
-                    worker = self.shared.id,
-                    open = self.open.get(),
-                    "shutdown deadline passed; dropping the connections still open"
-                );
-            }
-        }
-    }
-}
-
-/// Holds one connection's place in the worker and global counts.
-struct Admission<'w, S> {
-    worker: &'w Worker<S>,
-}
-
-impl<'w, S: Service> Admission<'w, S> {
-    fn take(worker: &'w Worker<S>) -> Option<Self> {
-        let s = worker.settings();
-        if worker.open.get() >= s.max_connections_per_worker {
-            return None;
-        }
-        if worker.shared.open.fetch_add(1, Ordering::Relaxed) >= s.max_connections {
-            worker.shared.open.fetch_sub(1, Ordering::Relaxed);
-            return None;
-        }
-        worker.open.set(worker.open.get() + 1);
-        worker
-            .stats
-            .open_connections
-            .fetch_add(1, Ordering::Relaxed);
-        Some(Self { worker })
-    }
-}
-
-impl<S> Drop for Admission<'_, S> {
-    fn drop(&mut self) {
-        self.worker.open.set(self.worker.open.get() - 1);
-        if self.worker.open.get() == 0
-            && let Some(waker) = self.worker.drained.take()
-        {
-            waker.wake();
-        }
-        self.worker.shared.open.fetch_sub(1, Ordering::Relaxed);
-        self.worker
-            .stats
-            .open_connections
-            .fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A WebSocket connection's place in the fan-out; leaves every group when dropped.
-struct Registration<'w, S: Service> {
-    worker: &'w Worker<S>,
-    key: u64,
-}
-
-impl<S: Service> Drop for Registration<'_, S> {
-    fn drop(&mut self) {
-        self.worker.leave_all(self.key);
-    }
-}
+use crate::session::Verdict;
 
 /// The socket and the bytes a connection must keep between wake-ups.
 struct Conn {
     stream: TcpStream,
     fd: RawFd,
-    /// Input that arrived in pieces (a partial head or frame); empty when idle.
+    /// Input that arrived in pieces (a partial head or frame, an API request's head and body);
+    /// empty when idle.
     pending: Vec<u8>,
     /// The outbox (output the socket has not taken yet) and the fan-out's view of us.
     member: Rc<Member>,
@@ -203,22 +54,23 @@ impl Conn {
     }
 
     /// Sends what the socket takes now from the outbox, counting the bytes.
-    fn flush<S>(&self, worker: &Worker<S>) -> io::Result<()> {
-        self.count_sent(worker, self.member.flush()?);
+    fn flush<S: Service>(&self, worker: &Worker<S>) -> io::Result<()> {
+        let sent = self.member.flush()?;
+        worker
+            .stats()
+            .bytes_out
+            .fetch_add(sent as u64, Ordering::Relaxed);
         Ok(())
     }
 
     /// [`Self::flush`] when a FIN follows: the last segment waits for it.
-    fn flush_before_fin<S>(&self, worker: &Worker<S>) -> io::Result<()> {
-        self.count_sent(worker, self.member.flush_with(true)?);
-        Ok(())
-    }
-
-    fn count_sent<S>(&self, worker: &Worker<S>, sent: usize) {
+    fn flush_before_fin<S: Service>(&self, worker: &Worker<S>) -> io::Result<()> {
+        let sent = self.member.flush_with(true)?;
         worker
-            .stats
+            .stats()
             .bytes_out
             .fetch_add(sent as u64, Ordering::Relaxed);
+        Ok(())
     }
 }
 
@@ -235,6 +87,22 @@ enum Stop {
 impl From<io::Error> for Stop {
     fn from(_: io::Error) -> Self {
         Self::Gone
+    }
+}
+
+/// What a head is decided with on this worker now.
+fn decision_context<'a, S: Service>(
+    worker: &'a Worker<S>,
+    settings: &'a Settings,
+    peer: std::net::IpAddr,
+) -> upgrade::Context<'a> {
+    upgrade::Context {
+        settings,
+        tables: worker.tables(),
+        stats: worker.stats(),
+        peer,
+        unix: unix_now(),
+        clock_ms: worker.clock_ms(),
     }
 }
 
@@ -258,12 +126,20 @@ pub(crate) fn serve<S: Service>(
         member: Rc::new(Member::new(fd)),
     };
     async move {
-        let timer = worker.timers.slot();
-        let admitted = match Admission::take(&worker) {
-            Some(admission) => count_address(&worker, &conn.member, peer).map(|()| admission),
+        let timer = worker.timers().slot();
+        let admitted = match worker.admit() {
+            Some(admission) => {
+                let settings = worker.settings();
+                let ctx = decision_context(&worker, &settings, peer.ip());
+                upgrade::admit_peer(&ctx).map(|slot| {
+                    // Boxed: only gateways with per-address limits pay for it in each connection.
+                    conn.member.ip_slot.set(slot.map(Box::new));
+                    admission
+                })
+            }
             None => {
-                worker.stats.reject(Rejection::Unavailable503);
-                tracing::debug!(worker = worker.shared.id, %peer, "connection limit reached: 503");
+                worker.stats().reject(Rejection::Unavailable503);
+                tracing::debug!(worker = worker.id(), %peer, "connection limit reached: 503");
                 Err(worker.settings().retry_after_secs)
             }
         };
@@ -286,7 +162,7 @@ pub(crate) fn serve<S: Service>(
             loop {
                 // Only the small plan leaves this match: the handshake's result must not stay
                 // alive across an await next to `ws`.
-                let plan = match handshake(&worker, &mut conn, &timer).await {
+                let plan = match handshake(&worker, &mut conn, &timer, peer).await {
                     Ok(Head::Upgraded(handler)) => break 'upgrade handler,
                     Ok(Head::Http(plan)) => plan,
                     Ok(Head::Answered) => break,
@@ -299,7 +175,7 @@ pub(crate) fn serve<S: Service>(
                         frame::write_close(&mut close, code, reason);
                         conn.queue(&close);
                         tracing::info!(
-                            worker = worker.shared.id,
+                            worker = worker.id(),
                             %peer,
                             duration_ms = 0u64,
                             close_code = code.0,
@@ -311,8 +187,8 @@ pub(crate) fn serve<S: Service>(
                         break;
                     }
                     Err(Stop::TimedOut) => {
-                        worker.stats.reject(Rejection::Timeout);
-                        tracing::debug!(worker = worker.shared.id, %peer, "handshake timeout");
+                        worker.stats().reject(Rejection::Timeout);
+                        tracing::debug!(worker = worker.id(), %peer, "handshake timeout");
                         return;
                     }
                     Err(_) => return,
@@ -320,7 +196,7 @@ pub(crate) fn serve<S: Service>(
                 match http_request(&worker, &mut conn, plan, &timer).await {
                     // Keep-alive: the next request may follow on the same connection (not
                     // while shutting down).
-                    Ok(true) if !worker.draining.get() => continue,
+                    Ok(true) if !worker.is_draining() => continue,
                     Ok(true) => break,
                     Ok(false) => break,
                     Err(_) => return,
@@ -333,22 +209,14 @@ pub(crate) fn serve<S: Service>(
             .bucket
             .set(TokenBucket::new(worker.settings().rate.burst, 0));
         let mut ws = Connection::new(handler, &worker.settings(), Instant::now().into_std());
-        note_identity(&worker, &conn.member, &mut ws);
-        let key = worker.members.borrow_mut().insert(conn.member.clone());
-        if worker.draining.get() {
-            // Upgraded while the core shuts down: closed 1001 at once, like the others.
-            conn.member.go_away();
-        }
-        let registration = Registration {
-            worker: &worker,
-            key,
-        };
+        let registration = worker.register(conn.member.clone());
         let started = Instant::now();
+        let key = registration.key();
         let (code, reason) = websocket(&worker, &mut conn, &mut ws, &timer, key).await;
         drop(registration);
         // One line per connection, never with a token: the user is not logged either.
         tracing::info!(
-            worker = worker.shared.id,
+            worker = worker.id(),
             %peer,
             duration_ms = started.elapsed().as_millis() as u64,
             close_code = code.map(|c| c.0),
@@ -366,24 +234,25 @@ enum Head<H> {
     Upgraded(H),
     /// An HTTP API request whose body is still to be read.
     Http(HttpPlan),
-    /// An error answer is queued; the connection closes after it.
+    /// An answer is queued; the connection closes after it.
     Answered,
 }
 
-/// An HTTP API request accepted on its head.
+/// An HTTP API request accepted on its head, which waits at the start of `pending`.
 #[derive(Clone, Copy)]
 struct HttpPlan {
-    endpoint: Endpoint,
-    body_len: usize,
-    keep_alive: bool,
+    api: api::Plan,
+    head_len: usize,
+    client: std::net::IpAddr,
 }
 
-/// Reads the request head and answers it. `Err`: the peer went away, the deadline passed, or the
-/// handler closed at once.
+/// Reads the request head and has it decided ([`upgrade::decide`]). `Err`: the peer went away,
+/// the deadline passed, or the upgraded handler closed at once.
 async fn handshake<S: Service>(
     worker: &Worker<S>,
     c: &mut Conn,
     timer: &timer::Slot<'_>,
+    peer: SocketAddr,
 ) -> Result<Head<S::Handler>, Stop> {
     let settings = worker.settings();
     timer.reset(Instant::now() + settings.timeouts.handshake);
@@ -397,7 +266,7 @@ async fn handshake<S: Service>(
                 _ = timer.expired() => return Err(Stop::TimedOut),
             }
         }
-        let mut scratch = worker.scratch.borrow_mut();
+        let mut scratch = worker.scratch();
         let n = if std::mem::take(&mut buffered) {
             0
         } else {
@@ -431,16 +300,24 @@ async fn handshake<S: Service>(
             }
             Err(e) => {
                 let mut answer = Vec::new();
-                respond(&mut answer, e.status(), &[]);
+                upgrade::respond(&mut answer, e.status(), &[]);
                 c.queue(&answer);
-                worker.stats.reject(Rejection::TooLarge431);
+                worker.stats().reject(Rejection::TooLarge431);
                 return Ok(Head::Answered);
             }
         };
-        let now = unix_now();
         // The answer goes out through the cork; only what the socket refuses stays with us.
-        let mut cork = worker.cork.borrow_mut();
-        let decision = decide(worker, &buf[..head_len], (now, &c.member), &mut cork);
+        let mut cork = worker.cork();
+        let ctx = decision_context(worker, &settings, peer.ip());
+        let service = worker.service();
+        let answer =
+            |method: &str, target: &str, out: &mut Vec<u8>| service.answer(method, target, out);
+        let decision = upgrade::decide(
+            &buf[..head_len],
+            &ctx,
+            (|| worker.handler(), answer),
+            &mut cork,
+        );
         // Straight out unless an earlier answer is still queued (order first).
         let sent = if c.has_output() {
             0
@@ -449,383 +326,58 @@ async fn handshake<S: Service>(
         };
         c.queue(&cork[sent..]);
         cork.clear();
-        // Frames the client sent right behind the head stay for the WebSocket loop.
-        let rest = if from_scratch {
-            &scratch[head_len..n]
-        } else {
-            &[][..]
-        };
+        let keep_head = matches!(decision, Decision::Api { .. });
         if from_scratch {
-            c.pending.extend_from_slice(rest);
-        } else {
+            // An API request's head stays for its handler; frames the client sent right
+            // behind an upgrade's head stay for the WebSocket loop.
+            let from = if keep_head { 0 } else { head_len };
+            c.pending.extend_from_slice(&scratch[from..n]);
+        } else if !keep_head {
             c.pending.drain(..head_len);
         }
         return match decision {
-            Decision::Respond => Ok(Head::Answered),
-            Decision::Http(plan) => Ok(Head::Http(plan)),
-            Decision::Upgraded(handler, Verdict::Continue) => Ok(Head::Upgraded(handler)),
-            Decision::Upgraded(_, Verdict::Close(code, reason)) => {
-                Err(Stop::Close(CloseReason::Refused(code, reason)))
+            Decision::Answered => Ok(Head::Answered),
+            Decision::Api { plan, slot, client } => {
+                if let Some(slot) = slot {
+                    // A keep-alive connection's next request replaces (and so releases) the
+                    // last one's place.
+                    c.member.ip_slot.set(Some(Box::new(slot)));
+                }
+                Ok(Head::Http(HttpPlan {
+                    api: plan,
+                    head_len,
+                    client,
+                }))
+            }
+            Decision::Upgraded {
+                handler,
+                verdict,
+                slot,
+            } => {
+                if let Some(slot) = slot {
+                    c.member.ip_slot.set(Some(Box::new(slot)));
+                }
+                match verdict {
+                    Verdict::Continue => Ok(Head::Upgraded(handler)),
+                    Verdict::Close(code, reason) => {
+                        Err(Stop::Close(CloseReason::Refused(code, reason)))
+                    }
+                }
             }
         };
     }
 }
 
-enum Decision<H> {
-    Respond,
-    Http(HttpPlan),
-    Upgraded(H, Verdict),
-}
-
-/// docs/protocol.md §1-2 for one complete head: an HTTP error, or the 101 plus the handler's opening.
-fn decide<S: Service>(
-    worker: &Worker<S>,
-    head: &[u8],
-    (now, member): (u64, &Member),
-    out: &mut Vec<u8>,
-) -> Decision<S::Handler> {
-    let settings = worker.settings();
-    let mut headers = [httparse::EMPTY_HEADER; http::MAX_HEADERS];
-    let request = match http::parse_request(head, &mut headers) {
-        Ok(request) => request,
-        Err(e) => {
-            respond(out, e.status(), &[]);
-            worker.stats.reject(Rejection::BadRequest400);
-            return Decision::Respond;
-        }
-    };
-    let (path, _) = http::split_target(request.path.unwrap_or(""));
-    if path != settings.ws_path {
-        if let Err(retry_after) = admit_address(worker, &settings, &request, member, false) {
-            respond(out, 503, &[("Retry-After", &retry_after.to_string())]);
-            return Decision::Respond;
-        }
-        return http_head(worker, &request, (path, now, member), out);
-    }
-    let upgrade = match handshake::validate(&request, &settings.ws_path) {
-        Ok(upgrade) => upgrade,
-        Err(e) => {
-            let status = e.status();
-            tracing::debug!(
-                worker = worker.shared.id,
-                target = %http::Redacted(request.path.unwrap_or("")),
-                status,
-                "handshake refused: {e}"
-            );
-            respond(out, status, e.response_headers());
-            if let Some(why) = Rejection::from_status(status) {
-                worker.stats.reject(why);
-            }
-            return Decision::Respond;
-        }
-    };
-    if !settings.origin.allows(upgrade.origin) {
-        tracing::debug!(worker = worker.shared.id, "origin refused: 403");
-        respond(out, 403, &[]);
-        worker.stats.reject(Rejection::Forbidden403);
-        return Decision::Respond;
-    }
-    if let Err(retry_after) = admit_address(worker, &settings, &request, member, true) {
-        respond(out, 503, &[("Retry-After", &retry_after.to_string())]);
-        return Decision::Respond;
-    }
-    worker.stats.handshakes_ok.fetch_add(1, Ordering::Relaxed);
-    let accept = handshake::accept_key(upgrade.key);
-    handshake::write_101(out, &accept, upgrade.offers_v1);
-    let mut handler = worker.shared.service.handler();
-    let before = out.len();
-    let verdict = handler.on_open(&upgrade, &settings, now, out);
-    if out.len() > before {
-        worker.stats.messages_out.fetch_add(1, Ordering::Relaxed);
-    }
-    if settings.auth.ticket
-        && upgrade
-            .query
-            .is_some_and(|q| http::query_param(q, "ticket").is_some())
-    {
-        let counter = if handler.awaiting_auth() {
-            &worker.stats.tickets_refused
-        } else {
-            &worker.stats.tickets_redeemed
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-    worker.stats.count_auth(handler.awaiting_auth(), verdict);
-    Decision::Upgraded(handler, verdict)
-}
-
-/// The per-address count from accept (docs/protocol.md §1's 503 row): a connection from a peer
-/// that is not a trusted proxy takes its address's place before a byte of its request is read,
-/// so half-open heads and API connections count as upgrades do. A trusted proxy's connections
-/// are counted for the client it names, once its request head arrives ([`admit_address`]).
-/// `Err` carries the Retry-After seconds.
-fn count_address<S: Service>(
-    worker: &Worker<S>,
-    member: &Member,
-    peer: SocketAddr,
-) -> Result<(), u32> {
-    let settings = worker.settings();
-    let limits = &settings.rate.per_ip;
-    let ip = peer.ip();
-    if !limits.is_limited() || settings.rate.trusted_proxies.contains(ip) {
-        return Ok(());
-    }
-    match limits.connect(ip, worker.shared.clock_ms()) {
-        // Boxed: only gateways with per-address limits pay for the slot in each connection.
-        Ok(slot) => {
-            member.ip_slot.set(Some(Box::new(slot)));
-            Ok(())
-        }
-        Err(refusal) => Err(refused_address(worker, &settings, ip, refusal)),
-    }
-}
-
-/// The per-client-address limits at the request head: the client is the peer, or the address a
-/// trusted proxy forwarded for. An upgrade takes one of the client's upgrade tokens; a trusted
-/// proxy's connection takes the forwarded client's place in the count (a peer that is not a
-/// proxy took its own at accept). `Err` carries the Retry-After seconds.
-fn admit_address<S: Service>(
-    worker: &Worker<S>,
-    settings: &Settings,
-    request: &httparse::Request<'_, '_>,
-    member: &Member,
-    upgrade: bool,
-) -> Result<(), u32> {
-    let limits = &settings.rate.per_ip;
-    if !limits.is_limited() {
-        return Ok(());
-    }
-    // Asked of the socket only here (a gateway with per-address limits), so that no
-    // connection carries its address around.
-    let Some(peer) = sys::peer_ip(member.fd) else {
-        return Ok(());
-    };
-    let now = worker.shared.clock_ms();
-    if !settings.rate.trusted_proxies.contains(peer) {
-        if !upgrade {
-            return Ok(());
-        }
-        return limits
-            .upgrade(peer, now)
-            .map_err(|refusal| refused_address(worker, settings, peer, refusal));
-    }
-    let client = forwarded_client(settings, request, peer);
-    let admitted = if upgrade {
-        limits.admit(client, now)
-    } else {
-        limits.connect(client, now)
-    };
-    match admitted {
-        Ok(slot) => {
-            // A keep-alive connection's next request replaces (and so releases) the last one.
-            member.ip_slot.set(Some(Box::new(slot)));
-            Ok(())
-        }
-        Err(refusal) => Err(refused_address(worker, settings, client, refusal)),
-    }
-}
-
-/// The client's address: the peer, or the address a trusted proxy forwarded for.
-fn client_address(
-    settings: &Settings,
-    request: &httparse::Request<'_, '_>,
-    fd: RawFd,
-) -> Option<std::net::IpAddr> {
-    sys::peer_ip(fd).map(|peer| forwarded_client(settings, request, peer))
-}
-
-/// The client a trusted proxy names in `X-Forwarded-For` (the peer itself when it is not one).
-fn forwarded_client(
-    settings: &Settings,
-    request: &httparse::Request<'_, '_>,
-    peer: std::net::IpAddr,
-) -> std::net::IpAddr {
-    let proxies = &settings.rate.trusted_proxies;
-    if proxies.is_empty() {
-        return peer;
-    }
-    // Every X-Forwarded-For line counts (the head is bounded to `MAX_HEADERS` lines): the
-    // proxy's own line is last, and a client that sends lines of its own must not push it out
-    // of sight.
-    let mut forwarded: [&[u8]; http::MAX_HEADERS] = [&[]; http::MAX_HEADERS];
-    let mut n = 0;
-    for h in request.headers.iter() {
-        if h.name.eq_ignore_ascii_case("x-forwarded-for") && n < forwarded.len() {
-            forwarded[n] = h.value;
-            n += 1;
-        }
-    }
-    proxies.client_ip(peer, &forwarded[..n])
-}
-
-/// Counts and logs a per-address refusal; returns its Retry-After seconds.
-fn refused_address<S: Service>(
-    worker: &Worker<S>,
-    settings: &Settings,
-    client: std::net::IpAddr,
-    refusal: Refusal,
-) -> u32 {
-    let counter = match refusal {
-        Refusal::Rate { .. } => &worker.stats.ip_rate_refusals,
-        _ => &worker.stats.ip_concurrent_refusals,
-    };
-    counter.fetch_add(1, Ordering::Relaxed);
-    worker.stats.reject(Rejection::Unavailable503);
-    tracing::debug!(worker = worker.shared.id, %client, "per-address limit: {refusal}");
-    refusal.retry_after_secs(settings.retry_after_secs)
-}
-
-/// docs/protocol.md §5 for a request head on any path but the WebSocket's: what can be decided before
-/// the body arrives. Every refusal answers and closes (the body is not read).
-fn http_head<S: Service>(
-    worker: &Worker<S>,
-    request: &httparse::Request<'_, '_>,
-    (path, now, member): (&str, u64, &Member),
-    out: &mut Vec<u8>,
-) -> Decision<S::Handler> {
-    let settings = worker.settings();
-    worker.stats.http_requests.fetch_add(1, Ordering::Relaxed);
-    if settings.test_hooks && path == "/debug/stall" {
-        stall(request.path.unwrap_or(""));
-        respond(out, 200, &[]);
-        return Decision::Respond;
-    }
-    if settings.test_hooks && path == "/debug/panic" {
-        // The tests of what a panicking worker leaves behind (nothing half-dead) use this.
-        panic!("--test-hooks: /debug/panic");
-    }
-    let headers = &*request.headers;
-    let keep_alive = api::wants_keep_alive(request.version.unwrap_or(0), headers);
-    let plan = api::route(request.method.unwrap_or(""), path).and_then(|endpoint| {
-        let body_len = api::expected_body(endpoint, headers, settings.max_body_bytes)?;
-        if matches!(endpoint, Endpoint::Publish | Endpoint::Revoke) {
-            api::authorize(&settings.api_keys, headers)?;
-            api::check_content_type(headers)?;
-        }
-        if endpoint == Endpoint::WsAuth {
-            // Answered from the head; the (ignored) body is still read, for keep-alive.
-            let client = client_address(&settings, request, member.fd);
-            issue_ticket(worker, &settings, headers, (now, client), out, keep_alive)?;
-        }
-        Ok(HttpPlan {
-            endpoint,
-            body_len,
-            keep_alive,
-        })
-    });
-    match plan {
-        Ok(plan) => Decision::Http(plan),
-        Err(e) => {
-            if e.status() == 404 {
-                worker.stats.reject(Rejection::NotFound404);
-            }
-            api::write_error(out, &e, false);
-            Decision::Respond
-        }
-    }
-}
-
-/// `POST /ws-auth`: a ticket for the bearer JWT, as `201 {"ticket":..,"expires_in":..}`.
-fn issue_ticket<S: Service>(
-    worker: &Worker<S>,
-    settings: &Settings,
-    headers: &[httparse::Header<'_>],
-    (now, client): (u64, Option<std::net::IpAddr>),
-    out: &mut Vec<u8>,
-    keep_alive: bool,
-) -> Result<(), api::ApiError> {
-    if !settings.auth.ticket {
-        return Err(api::ApiError::NotFound);
-    }
-    let token = api::single_header(headers, "authorization")
-        .and_then(session::bearer_token)
-        .ok_or(api::ApiError::Token(401, "missing bearer token"))?;
-    let state = &settings.auth.state;
-    let identity = settings
-        .auth
-        .verifier
-        .verify(token, now)
-        .and_then(|identity| {
-            if state.revocations.is_revoked(&identity, now) {
-                Err(crate::auth::AuthError::Revoked)
-            } else {
-                Ok(identity)
-            }
-        })
-        .map_err(|e| api::ApiError::Token(e.status(), e.detail()))?;
-    let ticket = state
-        .tickets
-        .issue_from(identity, client, now)
-        .map_err(|e| {
-            worker
-                .stats
-                .tickets_not_issued
-                .fetch_add(1, Ordering::Relaxed);
-            match e {
-                IssueError::Full => api::ApiError::Unavailable("too many tickets outstanding"),
-                IssueError::UserQuota => {
-                    api::ApiError::TooManyRequests("too many tickets outstanding for this user")
-                }
-                IssueError::AddressQuota => {
-                    api::ApiError::TooManyRequests("too many tickets outstanding for this address")
-                }
-            }
-        })?;
-    worker.stats.tickets_issued.fetch_add(1, Ordering::Relaxed);
-    api::write_ticket(out, ticket.as_str(), ticket.expires_in(), keep_alive);
-    Ok(())
-}
-
-/// `POST /api/revoke`: records the revocation, then has every worker close the matching
-/// connections (4401) and waits for their count, at most five seconds.
-async fn revoke<S: Service>(worker: &Worker<S>, body: &[u8]) -> Result<usize, api::ApiError> {
-    let target = api::parse_revoke(body)?;
-    let settings = worker.settings();
-    let state = &settings.auth.state;
-    let now = unix_now();
-    let (by_user, id) = match &target {
-        api::RevokeTarget::User(user) => (true, user.as_ref()),
-        api::RevokeTarget::Jti(jti) => (false, jti.as_ref()),
-    };
-    let recorded = if by_user {
-        state.revocations.revoke_user(id, now)
-    } else {
-        state.revocations.revoke_jti(id, now)
-    };
-    recorded.map_err(|_| api::ApiError::Unavailable("too many revocations kept"))?;
-    let done = Arc::new(super::control::Countdown::new(worker.shared.controls.len()));
-    let job = super::control::Revoke {
-        by_user,
-        key: state.fingerprint(id),
-        done: done.clone(),
-    };
-    for control in worker.shared.controls.iter() {
-        control.post_revoke(job.clone());
-    }
-    let wait = settings
-        .timeouts
-        .close
-        .max(std::time::Duration::from_secs(5));
-    let closed = monoio::select! {
-        closed = done.wait() => closed,
-        _ = monoio::time::sleep(wait) => {
-            tracing::warn!("revocation: a worker did not report in time");
-            done.closed_so_far()
-        }
-    };
-    tracing::info!(by_user, closed, "revoked");
-    Ok(closed)
-}
-
-/// Reads an API request's body (within the handshake deadline), runs it, and queues the answer.
-/// `Ok(true)`: the connection stays open for another request.
+/// Reads an API request's body (within the handshake deadline), has [`api::handle`] answer
+/// it, and carries its command out. `Ok(true)`: the connection stays open for another request.
 async fn http_request<S: Service>(
     worker: &Worker<S>,
     c: &mut Conn,
     plan: HttpPlan,
     timer: &timer::Slot<'_>,
 ) -> Result<bool, Stop> {
-    while c.pending.len() < plan.body_len {
+    let request_len = plan.head_len + plan.api.body_len;
+    while c.pending.len() < request_len {
         // Never wait for input with work deferred from earlier pipelined requests.
         worker.after_batch();
         c.flush(worker)?;
@@ -833,61 +385,47 @@ async fn http_request<S: Service>(
             r = c.stream.readable(false) => r?,
             _ = timer.expired() => return Err(Stop::TimedOut),
         }
-        let mut scratch = worker.scratch.borrow_mut();
+        let mut scratch = worker.scratch();
         match sys::recv(c.fd, &mut scratch)? {
             Transfer::Done(0) => return Err(Stop::Gone),
             // Bytes past the body belong to the next request: they stay, in order.
-            Transfer::Done(n) => c.pending.extend_from_slice(&scratch[..n]),
+            Transfer::Done(n) => {
+                c.member.bytes_in.set(c.member.bytes_in.get() + n as u64);
+                c.pending.extend_from_slice(&scratch[..n]);
+            }
             Transfer::WouldBlock => {}
         }
     }
+    let settings = worker.settings();
     let mut answer = Vec::with_capacity(256);
-    let body = &c.pending[..plan.body_len];
-    let keep_alive = match plan.endpoint {
-        Endpoint::Healthz => {
-            let unresponsive = worker.shared.liveness.unresponsive();
-            api::write_healthz(&mut answer, &unresponsive, plan.keep_alive);
-            plan.keep_alive
-        }
-        Endpoint::Metrics => {
-            let mut text = String::with_capacity(8 * 1024);
-            let cores: Vec<&crate::metrics::CoreStats> =
-                worker.shared.all_stats.iter().map(|s| &**s).collect();
-            crate::metrics::render(&cores, &mut text);
-            api::write_metrics(&mut answer, &text, plan.keep_alive);
-            plan.keep_alive
-        }
-        // Answered from the head already.
-        Endpoint::WsAuth => plan.keep_alive,
-        Endpoint::Revoke => {
-            let body = body.to_vec();
-            // Boxed: its wait would otherwise sit in every connection's state (a rare request).
-            match Box::pin(revoke(worker, &body)).await {
-                Ok(closed) => api::write_revoked(&mut answer, closed, plan.keep_alive),
-                Err(e) => api::write_error(&mut answer, &e, plan.keep_alive),
+    let (head, body) = c.pending[..request_len].split_at(plan.head_len);
+    let (keep_alive, revoke) = worker.with_api_context(&settings, Some(plan.client), |ctx| {
+        let handled = api::handle(head, body, ctx, unix_now(), &mut answer);
+        let revoke = match handled.command {
+            Some(api::Command::Publish { group, data }) => {
+                worker.publish(&group, data);
+                None
             }
-            plan.keep_alive
-        }
-        Endpoint::Publish => match api::parse_publish(body) {
-            Ok(publish) => {
-                worker.stats.api_publishes.fetch_add(1, Ordering::Relaxed);
-                worker.publish(&publish.group, publish.data);
-                api::write_accepted(&mut answer, plan.keep_alive);
-                plan.keep_alive
-            }
-            Err(e) => {
-                api::write_error(&mut answer, &e, plan.keep_alive);
-                plan.keep_alive
-            }
-        },
-    };
-    c.pending.drain(..plan.body_len);
+            Some(api::Command::Revoke {
+                by_user,
+                key,
+                keep_alive,
+            }) => Some((by_user, key, keep_alive)),
+            None => None,
+        };
+        (handled.keep_alive, revoke)
+    });
+    if let Some((by_user, key, keep_alive)) = revoke {
+        // Boxed: its wait would otherwise sit in every connection's state (a rare request).
+        let closed = Box::pin(worker.revoke_everywhere(by_user, key)).await;
+        api::write_revoked(&mut answer, closed, keep_alive);
+    }
+    c.pending.drain(..request_len);
     c.queue(&answer);
     // While the client has pipelined another request, keep going: the fan-out is sent and other
     // cores are woken once per burst, as for a batch of WebSocket input, so members get many
     // messages per write instead of one. A client that pipelines without reading may not
     // queue more than the outbound budget of answers before we wait for it.
-    let settings = worker.settings();
     let budget = settings.limits.max_outbound_bytes;
     let more = matches!(
         http::find_head_end(&c.pending, 0, settings.limits.max_head_bytes),
@@ -910,25 +448,6 @@ async fn http_request<S: Service>(
     Ok(keep_alive)
 }
 
-/// `--test-hooks` only: blocks this worker's thread for `?ms=N` (at most a minute), as a core
-/// stuck in a long computation would be; the watchdog tests use it.
-fn stall(target: &str) {
-    let (_, query) = http::split_target(target);
-    let ms = query
-        .unwrap_or("")
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("ms="))
-        .and_then(|ms| ms.parse::<u64>().ok())
-        .unwrap_or(0)
-        .min(60_000);
-    std::thread::sleep(std::time::Duration::from_millis(ms));
-}
-
-fn respond(out: &mut Vec<u8>, status: u16, headers: &[(&str, &str)]) {
-    let body = http::reason_phrase(status);
-    http::write_response(out, status, headers, body.as_bytes());
-}
-
 enum Event {
     Readable(io::Result<()>),
     Writable(io::Result<()>),
@@ -945,19 +464,23 @@ async fn websocket<S: Service>(
     key: u64,
 ) -> (Option<CloseCode>, &'static str) {
     let settings = worker.settings();
-    // Frames that arrived together with the head.
-    let mut stop = if c.pending.is_empty() {
-        None
-    } else {
-        let mut cork = worker.cork.borrow_mut();
-        let mut groups = GroupCtx {
-            worker,
-            key,
-            member: &c.member,
-        };
-        let result = process(&mut c.pending, ws, worker, &mut cork, &mut groups)
-            .map(|used| drop(c.pending.drain(..used)));
-        note_identity(worker, &c.member, ws);
+    // What the opening asked for (a ticket to redeem), then the frames that arrived together
+    // with the head.
+    let mut stop = {
+        let mut cork = worker.cork();
+        let mut result = carry_out(worker, &c.member, ws, &mut cork);
+        if result.is_ok() && !c.pending.is_empty() {
+            let mut groups = worker.groups(key, &c.member);
+            result = process(
+                &mut c.pending,
+                ws,
+                worker,
+                &mut cork,
+                (&mut groups, &c.member),
+            )
+            .map(|used| drop(c.pending.drain(..used)))
+            .and_then(|()| carry_out(worker, &c.member, ws, &mut cork));
+        }
         // Same exit as every other batch: straight out, or queued within the budget.
         let result = uncork(worker, c, &mut cork).map_err(Stop::from).and(result);
         worker.after_batch();
@@ -1000,7 +523,7 @@ async fn websocket<S: Service>(
             Event::Timer => {
                 let mut out = Vec::new();
                 let now = (Instant::now().into_std(), unix_now());
-                let stop = ws.handle_timeout(&settings, now, &worker.stats, &mut out);
+                let stop = ws.handle_timeout(&settings, now, worker.stats(), &mut out);
                 if !out.is_empty() {
                     c.queue(&out);
                 }
@@ -1010,18 +533,34 @@ async fn websocket<S: Service>(
     }
 }
 
-/// After input or the upgrade: a new identity (authentication, refresh) updates the
-/// fingerprints a revocation finds this connection by.
-fn note_identity<S: Service>(worker: &Worker<S>, member: &Member, ws: &mut Connection<S::Handler>) {
-    let Some((user, jti)) = ws.handler_mut().take_changed_identity() else {
-        return;
-    };
-    let settings = worker.settings();
-    let state = &settings.auth.state;
-    member.user_key.set(state.fingerprint(user));
-    member
-        .jti_key
-        .set(jti.map_or(0, |jti| state.fingerprint(jti)));
+/// Carries out what the connection asks of its core, until it asks nothing more: a ticket is
+/// redeemed in the shared table (at once: the table is in this process) and the answer handed
+/// back; a new identity (authentication, refresh) updates the fingerprints a revocation finds
+/// this connection by.
+fn carry_out<S: Service>(
+    worker: &Worker<S>,
+    member: &Member,
+    ws: &mut Connection<S::Handler>,
+    out: &mut Vec<u8>,
+) -> Result<(), Stop> {
+    let tables = worker.tables();
+    loop {
+        match ws.poll_effect() {
+            None => return Ok(()),
+            Some(Effect::Identity { user, jti }) => {
+                member.user_key.set(tables.fingerprint(user));
+                member
+                    .jti_key
+                    .set(jti.map_or(0, |jti| tables.fingerprint(jti)));
+            }
+            Some(Effect::Redeem(ticket)) => {
+                let unix = unix_now();
+                let redeemed = tables.tickets.redeem(ticket.as_str(), unix);
+                ws.handle_redeemed(redeemed, tables, unix, worker.stats(), out)
+                    .map_err(Stop::Close)?;
+            }
+        }
+    }
 }
 
 /// Drains the socket through the scratch buffer, parsing each read in place.
@@ -1032,7 +571,7 @@ fn read_and_process<S: Service>(
     key: u64,
 ) -> Result<(), Stop> {
     let result = loop {
-        let mut scratch = worker.scratch.borrow_mut();
+        let mut scratch = worker.scratch();
         let n = match sys::recv(c.fd, &mut scratch)? {
             Transfer::Done(0) => break Err(Stop::Gone),
             Transfer::Done(n) => {
@@ -1041,20 +580,33 @@ fn read_and_process<S: Service>(
             }
             Transfer::WouldBlock => break Ok(()),
         };
-        worker.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-        let mut cork = worker.cork.borrow_mut();
-        let mut groups = GroupCtx {
-            worker,
-            key,
-            member: &c.member,
-        };
+        worker
+            .stats()
+            .bytes_in
+            .fetch_add(n as u64, Ordering::Relaxed);
+        let mut cork = worker.cork();
+        let mut groups = worker.groups(key, &c.member);
         let result = if c.pending.is_empty() {
-            process(&mut scratch[..n], ws, worker, &mut cork, &mut groups).map(|used| {
+            process(
+                &mut scratch[..n],
+                ws,
+                worker,
+                &mut cork,
+                (&mut groups, &c.member),
+            )
+            .map(|used| {
                 c.pending.extend_from_slice(&scratch[used..n]);
             })
         } else {
             c.pending.extend_from_slice(&scratch[..n]);
-            process(&mut c.pending, ws, worker, &mut cork, &mut groups).map(|used| {
+            process(
+                &mut c.pending,
+                ws,
+                worker,
+                &mut cork,
+                (&mut groups, &c.member),
+            )
+            .map(|used| {
                 c.pending.drain(..used);
                 if c.pending.is_empty() {
                     // Partial frames are the exception: an idle connection keeps no buffer.
@@ -1062,7 +614,7 @@ fn read_and_process<S: Service>(
                 }
             })
         };
-        note_identity(worker, &c.member, ws);
+        let result = result.and_then(|()| carry_out(worker, &c.member, ws, &mut cork));
         uncork(worker, c, &mut cork)?;
         if result.is_err() || n < scratch.len() {
             // A short read: the socket is (almost certainly) drained; readiness says if not.
@@ -1099,28 +651,21 @@ fn uncork<S: Service>(worker: &Worker<S>, c: &Conn, cork: &mut Vec<u8>) -> io::R
     Ok(())
 }
 
-impl<S: Service> Worker<S> {
-    /// After a batch of input: send what fan-out queued, wake the other cores sent to.
-    fn after_batch(&self) {
-        self.flush_dirty();
-        self.hub.wake_pending();
-    }
-}
-
 /// Hands a batch of input to the connection's state machine at this moment.
 fn process<S: Service>(
     buf: &mut [u8],
     ws: &mut Connection<S::Handler>,
     worker: &Worker<S>,
     out: &mut Vec<u8>,
-    groups: &mut GroupCtx<'_, S>,
+    (groups, member): (&mut GroupCtx<'_, S>, &Member),
 ) -> Result<usize, Stop> {
     let settings = worker.settings();
     let core = Core {
-        bucket: &groups.member.bucket,
-        groups: &mut *groups,
-        stats: &worker.stats,
-        epoch: worker.epoch.into_std(),
+        tables: worker.tables(),
+        bucket: &member.bucket,
+        groups,
+        stats: worker.stats(),
+        epoch: worker.epoch(),
     };
     let now = (Instant::now().into_std(), unix_now());
     ws.handle_frames(buf, &settings, now, core, out)
@@ -1190,7 +735,7 @@ async fn finish<S: Service>(worker: &Worker<S>, c: &mut Conn, timer: &timer::Slo
             r = c.stream.readable(false) => if r.is_err() { return },
             _ = timer.expired() => return,
         }
-        let mut scratch = worker.scratch.borrow_mut();
+        let mut scratch = worker.scratch();
         loop {
             match sys::recv(c.fd, &mut scratch) {
                 Ok(Transfer::Done(0)) | Err(_) => return,
@@ -1202,7 +747,7 @@ async fn finish<S: Service>(worker: &Worker<S>, c: &mut Conn, timer: &timer::Slo
 }
 
 /// Sends from `buf` until done or the socket would block; returns the bytes sent.
-fn send_now<S>(worker: &Worker<S>, member: &Member, buf: &[u8]) -> io::Result<usize> {
+fn send_now<S: Service>(worker: &Worker<S>, member: &Member, buf: &[u8]) -> io::Result<usize> {
     let mut sent = 0;
     while sent < buf.len() {
         match sys::send(member.fd, &buf[sent..])? {
@@ -1211,7 +756,7 @@ fn send_now<S>(worker: &Worker<S>, member: &Member, buf: &[u8]) -> io::Result<us
         }
     }
     worker
-        .stats
+        .stats()
         .bytes_out
         .fetch_add(sent as u64, Ordering::Relaxed);
     member.bytes_out.set(member.bytes_out.get() + sent as u64);
@@ -1228,7 +773,10 @@ fn unix_now() -> u64 {
 mod tests {
     use super::*;
     use crate::config::{Config, DevSecret, Env};
-    use crate::runtime::Gateway;
+    use crate::hub::LocalHub;
+    use crate::metrics::CoreStats;
+    use crate::runtime::{Gateway, WorkerShared};
+    use crate::tables::Tables;
     use clap::Parser;
 
     /// The connection task is most of an idle connection's memory (README "Idle connections"):
@@ -1246,8 +794,10 @@ mod tests {
             .unwrap();
         let hub = crate::hub::Hub::new(1);
         let stats = std::sync::Arc::new(CoreStats::default());
+        let tables = std::sync::Arc::new(Tables::new(&settings.tables));
         let shared = WorkerShared {
             id: 0,
+            tables,
             settings: std::sync::Arc::new(settings),
             service: std::sync::Arc::new(Gateway),
             open: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
@@ -1266,7 +816,7 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let worker = Rc::new(Worker::new(shared, hub, stats));
+            let worker = Rc::new(Worker::new(shared, hub));
             let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = listener.local_addr().unwrap();
             let stream = TcpStream::connect(addr).await.unwrap();

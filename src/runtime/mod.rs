@@ -4,9 +4,10 @@
 
 mod conn;
 mod control;
-mod groups;
+mod member;
 mod sys;
 mod timer;
+mod worker;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -26,8 +27,9 @@ use crate::config::{Driver, DriverChoice, Settings, TaskRun};
 use crate::hub::{Hub, LocalHub};
 use crate::metrics::CoreStats;
 use crate::session::Session;
+use crate::tables::Tables;
 
-pub use conn::Handler;
+pub use crate::connection::Handler;
 use control::Control;
 
 /// Creates one `Handler` per accepted WebSocket; shared by every worker.
@@ -36,6 +38,13 @@ pub trait Service: Send + Sync + 'static {
     type Handler: Handler;
     /// A handler for a new connection.
     fn handler(&self) -> Self::Handler;
+    /// A request on a path other than the WebSocket's that the service answers itself, ahead
+    /// of the HTTP API's routes (a test server's extra routes), on the worker's thread. An
+    /// answer appended to `out` (returning `true`) is sent and the connection closes after it.
+    fn answer(&self, method: &str, target: &str, out: &mut Vec<u8>) -> bool {
+        let _ = (method, target, out);
+        false
+    }
 }
 
 /// A running gateway: its address, its workers' drivers, and the means to stop it.
@@ -95,9 +104,6 @@ pub struct Handle {
     probes: Arc<AtomicU64>,
     liveness: Arc<Liveness>,
     failures: crossbeam_channel::Receiver<WorkerFailure>,
-    /// The process-wide state a reload must keep (tickets, revocations, per-address counts).
-    auth_state: Arc<crate::config::AuthState>,
-    per_ip: Arc<crate::limits::IpLimits>,
 }
 
 impl Handle {
@@ -118,9 +124,7 @@ impl Handle {
     /// open connections stay open. Returns once each worker applied them, or an error naming
     /// the workers that did not within `wait`. Only what a reload may change should differ from
     /// the settings the server started with (the listeners and worker count stay).
-    pub fn reload(&self, mut settings: Settings, wait: Duration) -> Result<(), String> {
-        settings.auth.state = self.auth_state.clone();
-        settings.rate.per_ip = self.per_ip.clone();
+    pub fn reload(&self, settings: Settings, wait: Duration) -> Result<(), String> {
         let settings = Arc::new(settings);
         for control in &self.controls {
             control.post_settings(settings.clone());
@@ -246,6 +250,8 @@ impl Server {
 
 /// Starts `settings.workers` workers serving `service`; returns once every worker listens.
 pub fn start<S: Service>(settings: Settings, service: S) -> io::Result<Server> {
+    // The shared tables, once for the process's life: a reload keeps them.
+    let tables = Arc::new(Tables::new(&settings.tables));
     let settings = Arc::new(settings);
     let service = Arc::new(service);
     let driver = pick_driver(settings.driver);
@@ -273,6 +279,7 @@ pub fn start<S: Service>(settings: Settings, service: S) -> io::Result<Server> {
         let shared = WorkerShared {
             id,
             settings: settings.clone(),
+            tables: tables.clone(),
             service: service.clone(),
             open: open.clone(),
             hub: hub.clone(),
@@ -334,8 +341,6 @@ pub fn start<S: Service>(settings: Settings, service: S) -> io::Result<Server> {
             probes: Arc::new(AtomicU64::new(0)),
             liveness,
             failures,
-            auth_state: settings.auth.state.clone(),
-            per_ip: settings.rate.per_ip.clone(),
         },
     };
     match failure {
@@ -465,7 +470,10 @@ static CLOCK: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 /// What a worker shares with the others: read-only settings and the global connection count.
 pub(crate) struct WorkerShared<S> {
     pub(crate) id: usize,
+    /// The settings the worker started with (a reload's come through its control slot).
     pub(crate) settings: Arc<Settings>,
+    /// The shared tables, beside the settings and never inside them.
+    pub(crate) tables: Arc<Tables>,
     pub(crate) service: Arc<S>,
     pub(crate) open: Arc<AtomicUsize>,
     pub(crate) hub: Arc<Hub>,
@@ -609,20 +617,19 @@ async fn worker_main<S: Service>(
     let _ = ready.send((id, Ok(driver)));
     drop(ready);
     let local_hub = LocalHub::new(shared.hub.clone(), id);
-    let stats = shared.stats.clone();
-    let worker = Rc::new(conn::Worker::new(shared, local_hub, stats));
+    let per_ip = shared.tables.addresses.clone();
+    let worker = Rc::new(worker::Worker::new(shared, local_hub));
     let timers = worker.clone();
-    monoio::spawn(async move { timers.timers.drive().await });
+    monoio::spawn(async move { timers.timers().drive().await });
     let inbox = worker.clone();
     monoio::spawn(async move { inbox.drain_inbox().await });
-    let per_ip = worker.settings().rate.per_ip.clone();
     if id == 0 && per_ip.is_limited() {
         // Addresses whose connections all ended are forgotten once their bucket is full again.
         let clock = worker.clone();
         monoio::spawn(async move {
             loop {
                 monoio::time::sleep(Duration::from_secs(1)).await;
-                per_ip.sweep(clock.shared.clock_ms());
+                per_ip.sweep(clock.clock_ms());
             }
         });
     }
@@ -632,7 +639,7 @@ async fn worker_main<S: Service>(
             let (settings, probe) = control.next().await;
             if let Some(settings) = settings {
                 controlled.replace_settings(&settings);
-                tracing::debug!(worker = controlled.shared.id, "reloaded settings in force");
+                tracing::debug!(worker = controlled.id(), "reloaded settings in force");
             }
             for job in control.take_jobs() {
                 let closed = controlled.revoke(&job);

@@ -67,13 +67,3 @@ pub(crate) fn send_vectored(
         };
     }
 }
-
-/// The IP address of the socket's peer (`getpeername`), when it has one.
-pub(crate) fn peer_ip(fd: RawFd) -> Option<std::net::IpAddr> {
-    let addr: socket::SockaddrStorage = socket::getpeername(fd).ok()?;
-    if let Some(v4) = addr.as_sockaddr_in() {
-        return Some(std::net::IpAddr::V4(v4.ip()));
-    }
-    addr.as_sockaddr_in6()
-        .map(|v6| std::net::IpAddr::V6(v6.ip()))
-}

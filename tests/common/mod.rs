@@ -13,6 +13,10 @@ use tungstenite::{Message, WebSocket};
 use wsgate::config::{Config, DevSecret, Env};
 use wsgate::runtime::{self, Gateway, Server};
 
+/// The binary's `--test-hooks` routes, for the servers these tests start in-process.
+#[path = "../../src/hooks.rs"]
+mod hooks;
+
 /// The HS256 secret every test server uses.
 pub const SECRET: &str = "integration-test-secret";
 /// Every socket gives up after this long: a hang fails the test instead of stalling it.
@@ -83,10 +87,16 @@ pub fn start_with_env(driver: &str, flags: &[&str], env: Env) -> TestServer {
     }
     argv.extend_from_slice(flags);
     let config = Config::try_parse_from(&argv).expect("flags parse");
+    let hooks = config.test_hooks;
     let settings = config
         .into_settings(&env, 1, || DevSecret(Vec::new()))
         .expect("valid settings");
-    let server = runtime::start(settings, Gateway).expect("server starts");
+    let server = if hooks {
+        runtime::start(settings, hooks::Hooked(Gateway))
+    } else {
+        runtime::start(settings, Gateway)
+    }
+    .expect("server starts");
     let addr = server.local_addr();
     TestServer {
         server: Some(server),

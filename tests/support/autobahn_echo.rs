@@ -15,11 +15,19 @@ use wsgate::proto::frame::{self, OpCode};
 use wsgate::proto::handshake::Upgrade;
 use wsgate::runtime::{self, Handler, Service};
 use wsgate::session::{Groups, Verdict};
+use wsgate::tables::Tables;
 
 struct Echo;
 
 impl Handler for Echo {
-    fn on_open(&mut self, _: &Upgrade<'_>, _: &Settings, _: u64, _: &mut Vec<u8>) -> Verdict {
+    fn on_open(
+        &mut self,
+        _: &Upgrade<'_>,
+        _: &Settings,
+        _: &Tables,
+        _: u64,
+        _: &mut Vec<u8>,
+    ) -> Verdict {
         Verdict::Continue
     }
 
@@ -27,6 +35,7 @@ impl Handler for Echo {
         &mut self,
         text: &str,
         _: &Settings,
+        _: &Tables,
         _: u64,
         out: &mut Vec<u8>,
         _: &mut dyn Groups,
