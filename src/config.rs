@@ -177,7 +177,7 @@ pub struct Config {
 
     /// Longest lifetime a token may claim, in seconds: a token whose `exp - iat` (or, without
     /// `iat`, whose `exp - now`) is longer is refused (401 "token lifetime too long"), and a
-    /// revocation is kept this long plus the leeway, so no revoked token outlives it.
+    /// revocation is kept this long plus twice the leeway, so no revoked token outlives it.
     #[arg(long, env = "WSGATE_MAX_TOKEN_LIFETIME_SECS", default_value_t = 86_400)]
     pub max_token_lifetime_secs: u64,
 
@@ -672,10 +672,12 @@ impl Config {
                 max_tickets: self.max_tickets,
                 max_tickets_per_user: self.max_tickets_per_user,
                 max_tickets_per_address: self.max_tickets_per_ip,
-                // A token accepted at the revocation lives at most this long after it.
+                // A token accepted at the revocation lives at most this long after it: without
+                // `iat` (or with one ahead of the clock) its lifetime counts from a check that
+                // has the leeway, and its end has the leeway again.
                 revocation_ttl_secs: self
                     .max_token_lifetime_secs
-                    .saturating_add(self.jwt_leeway_secs),
+                    .saturating_add(self.jwt_leeway_secs.saturating_mul(2)),
                 max_revocations: self.max_revocations,
                 max_connections_per_address: self.max_connections_per_ip,
                 upgrades_per_address_per_sec: self.max_upgrades_per_ip_per_sec,

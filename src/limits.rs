@@ -902,6 +902,38 @@ mod tests {
         assert_eq!(l.tracked(), 0);
     }
 
+    /// The upgrade rate refills with time: an address that spent its burst and then upgrades
+    /// exactly at the rate (one every 500 ms at 2 a second) for ten simulated seconds is never
+    /// refused, one a millisecond sooner is, and a pause gives back the burst and no more.
+    #[test]
+    fn an_address_upgrading_at_its_rate_is_never_refused_and_a_pause_refills_only_the_burst() {
+        let l = limits(0, 2, 2, 10);
+        let a = ip("192.0.2.1");
+        assert!(l.upgrade(a, 0).is_ok());
+        assert!(l.upgrade(a, 0).is_ok());
+        for ms in (500..=10_000).step_by(500) {
+            assert!(l.upgrade(a, ms).is_ok(), "at {ms} ms");
+        }
+        assert!(matches!(l.upgrade(a, 10_499), Err(Refusal::Rate { .. })));
+        // A minute later: the burst of two, not 120.
+        assert!(l.upgrade(a, 70_000).is_ok());
+        assert!(l.upgrade(a, 70_000).is_ok());
+        assert!(matches!(l.upgrade(a, 70_000), Err(Refusal::Rate { .. })));
+        assert_eq!(l.refused(), (0, 2));
+    }
+
+    /// Time does not free a place: an open connection counts against its address for as long
+    /// as it lives, and its place is free the moment it closes.
+    #[test]
+    fn an_open_connection_holds_its_place_however_long_it_lives() {
+        let l = limits(1, 0, 1, 10);
+        let a = ip("192.0.2.1");
+        let held = l.connect(a, 0).unwrap();
+        assert_eq!(l.connect(a, 3_600_000).err(), Some(Refusal::Concurrent));
+        drop(held);
+        assert!(l.connect(a, 3_600_000).is_ok());
+    }
+
     #[test]
     fn unlimited_tracks_nothing() {
         let l = limits(0, 0, 1, 1);

@@ -1,7 +1,11 @@
 //! docs/protocol.md §3 and §6: every authentication method, every failure's message and close code,
-//! the auth and keepalive timeouts, over real sockets with tungstenite, on each driver.
+//! over real sockets with tungstenite, on each driver. The auth and keepalive timeouts are rules
+//! of `wsgate::connection`, unit-tested there on an injected clock; here one test each proves
+//! the runtime keeps them, with short deadlines and reads that give up at ten times them.
 
 mod common;
+
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{Value, json};
@@ -154,17 +158,28 @@ fn anything_before_authentication_is_closed_1008_without_a_message() {
     }
 }
 
+/// The runtime arms the auth deadline of each upgraded connection: one that never
+/// authenticates is closed 4408, not before `--auth-timeout-ms` and within ten times it. (The
+/// rule: `connection::tests::no_authentication_within_the_auth_timeout_is_4408`.)
 #[test]
 fn no_authentication_within_the_timeout_is_closed_4408() {
-    for driver in drivers() {
-        let srv = start_open(driver, &["--auth-timeout-ms", "150"]);
+    const AUTH_TIMEOUT: Duration = Duration::from_millis(200);
+    on_every_driver_at_once(|driver| {
+        let srv = start_open(driver, &["--auth-timeout-ms", "200"]);
+        // Before the upgrade begins, so the server's deadline cannot start earlier.
+        let began = Instant::now();
         let (mut ws, _) = ws_connect(srv.addr, &[]).unwrap();
+        read_at_most_tenfold(ws.get_ref(), AUTH_TIMEOUT);
         let (texts, close) = read_until_close(&mut ws);
-        assert!(texts.is_empty(), "{texts:?}");
-        let (code, reason) = close.unwrap();
-        assert_eq!(code, 4408, "{driver}");
-        assert!(reason.contains("auth"), "{reason}");
-    }
+        let waited = began.elapsed();
+        assert!(texts.is_empty(), "{driver}: {texts:?}");
+        assert_eq!(
+            close,
+            Some((4408, "authentication timeout".to_owned())),
+            "{driver}"
+        );
+        assert!(waited >= AUTH_TIMEOUT, "{driver}: closed after {waited:?}");
+    });
 }
 
 #[test]
@@ -267,57 +282,49 @@ fn errors_after_authentication_keep_the_connection_open() {
     }
 }
 
+/// The runtime keeps the keepalive timer: a silent client is pinged after `--ping-interval-ms`;
+/// its pong restarts the clock, so a second ping comes (a connection still counting from before
+/// the pong would close instead); then silence is 4408, no sooner than `--keepalive-timeout-ms`
+/// after the pong and within ten times it. The rules themselves are unit tests in
+/// `connection::tests`:
+/// - `silence_brings_a_ping_then_4408_and_any_frame_resets_both`,
+/// - `a_data_message_or_a_ping_from_the_client_resets_the_keepalive_too`.
 #[test]
-fn idle_clients_are_pinged_then_closed_4408() {
-    for driver in drivers() {
+fn a_silent_client_is_pinged_its_pong_restarts_the_clock_and_silence_is_4408() {
+    const KEEPALIVE: Duration = Duration::from_millis(400);
+    on_every_driver_at_once(|driver| {
         let srv = start_open(
             driver,
-            &["--ping-interval-ms", "100", "--keepalive-timeout-ms", "300"],
+            &["--ping-interval-ms", "100", "--keepalive-timeout-ms", "400"],
         );
-        // A raw client, so nothing answers the ping behind the test's back.
+        // A raw client, so nothing answers a ping behind the test's back.
         let mut s = raw_ws(srv.addr, &[]);
+        read_at_most_tenfold(&s, KEEPALIVE);
         send_frame(&mut s, 0x81, authenticate_cmd("1").as_bytes());
         let (first, payload) = read_frame(&mut s);
-        assert_eq!(first, 0x81);
+        assert_eq!(first, 0x81, "{driver}");
         assert_eq!(
             serde_json::from_slice::<Value>(&payload).unwrap(),
             auth_ok("1")
         );
         let (first, _) = read_frame(&mut s);
-        assert_eq!(
-            first, 0x89,
-            "{driver}: expected a ping after the idle interval"
-        );
+        assert_eq!(first, 0x89, "{driver}: a ping after the ping interval");
+        // Taken before the pong leaves, so the server's clock cannot restart earlier.
+        let answered = Instant::now();
+        send_frame(&mut s, 0x8a, b"");
+        let (first, _) = read_frame(&mut s);
+        assert_eq!(first, 0x89, "{driver}: the pong restarted the clock");
         let (first, payload) = read_frame(&mut s);
+        let waited = answered.elapsed();
         assert_eq!(first, 0x88, "{driver}: expected the keepalive close");
         assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 4408);
-        assert!(String::from_utf8_lossy(&payload[2..]).contains("keepalive"));
+        assert_eq!(&payload[2..], b"keepalive timeout", "{driver}");
+        assert!(
+            waited >= KEEPALIVE,
+            "{driver}: closed {waited:?} after the pong"
+        );
         assert!(closed_by_server(&mut s), "{driver}");
-    }
-}
-
-#[test]
-fn a_pong_keeps_the_connection_alive() {
-    for driver in drivers() {
-        let srv = start_open(
-            driver,
-            &["--ping-interval-ms", "100", "--keepalive-timeout-ms", "400"],
-        );
-        let (mut ws, _) = ws_authenticated(srv.addr, json!("1"));
-        // Answer three pings; each answer resets the keepalive clock, so no close comes.
-        for _ in 0..3 {
-            match ws_read(&mut ws).unwrap() {
-                Message::Ping(p) => ws.send(Message::Pong(p)).unwrap(),
-                other => panic!("{driver}: expected a ping, got {other:?}"),
-            }
-        }
-        ws.send(Message::text("{}")).unwrap();
-        assert_eq!(
-            next_json(&mut ws)["action"],
-            "error",
-            "{driver}: still open after 3 pings"
-        );
-    }
+    });
 }
 
 fn data(file: &str) -> String {

@@ -295,8 +295,8 @@ impl Verifier {
 
     /// Refuses tokens that claim to live longer than `secs`: `exp - iat` beyond it, or,
     /// without `iat`, `exp` more than `secs` (plus the leeway) ahead of now. A revocation is
-    /// kept that long (plus the leeway), so no revoked token can outlive it, and no `exp` far
-    /// in the future ever reaches a deadline.
+    /// kept that long (plus twice the leeway), so no revoked token can outlive it, and no `exp`
+    /// far in the future ever reaches a deadline.
     pub fn with_max_lifetime(mut self, secs: u64) -> Self {
         self.max_lifetime = Some(secs);
         self

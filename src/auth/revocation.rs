@@ -250,6 +250,93 @@ mod tests {
         assert!(!list.is_revoked(&token("42", None, None), R + 100 + LIFETIME));
     }
 
+    /// What the gateway keeps a revocation for (`--max-token-lifetime-secs` and
+    /// `--jwt-leeway-secs`) outlasts every token the revocation covers that was valid when it
+    /// was made: the longest-lived one with `iat`, one without `iat` (its lifetime is bounded
+    /// from the moment it is checked, leeway included), and one whose `iat` is ahead of the
+    /// clock by the leeway. For each second a token still verifies, it is still revoked.
+    #[test]
+    fn no_token_valid_at_its_revocation_outlives_the_revocation() {
+        use crate::config::{Config, DevSecret, Env};
+        use base64::Engine as _;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use clap::Parser as _;
+        use hmac::{Hmac, Mac as _};
+        const MAX: u64 = 300;
+        const LEEWAY: u64 = 30;
+        let env = Env {
+            jwt_secret: Some("s3cret".into()),
+            ..Env::default()
+        };
+        let argv = [
+            "wsgate",
+            "--allowed-origins",
+            "*",
+            "--max-token-lifetime-secs",
+            "300",
+            "--jwt-leeway-secs",
+            "30",
+        ];
+        let settings = Config::try_parse_from(argv)
+            .unwrap()
+            .into_settings(&env, 1, || DevSecret(Vec::new()))
+            .unwrap();
+        let sign = |claims: &str| {
+            let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+            let input = format!("{header}.{}", URL_SAFE_NO_PAD.encode(claims));
+            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"s3cret").unwrap();
+            mac.update(input.as_bytes());
+            format!(
+                "{input}.{}",
+                URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+            )
+        };
+        let verifier = &settings.auth.verifier;
+        let tables = crate::tables::Tables::new(&settings.tables);
+        let list = &tables.revocations;
+        list.revoke_user("u", R).unwrap();
+        list.revoke_jti("j", R).unwrap();
+        let tokens = [
+            (
+                "user, iat at the revocation",
+                format!(r#"{{"user_id":"u","iat":{R},"exp":{}}}"#, R + MAX),
+            ),
+            (
+                "user, no iat",
+                format!(r#"{{"user_id":"u","exp":{}}}"#, R + MAX + LEEWAY),
+            ),
+            (
+                "jti, iat ahead by the leeway",
+                format!(
+                    r#"{{"user_id":"v","jti":"j","iat":{},"exp":{}}}"#,
+                    R + LEEWAY,
+                    R + LEEWAY + MAX
+                ),
+            ),
+            (
+                "jti, no iat",
+                format!(r#"{{"user_id":"v","jti":"j","exp":{}}}"#, R + MAX + LEEWAY),
+            ),
+        ];
+        for (what, claims) in tokens {
+            let token = sign(&claims);
+            let identity = verifier.verify(token.as_bytes(), R);
+            assert!(
+                identity.is_ok(),
+                "{what}: valid at the revocation: {identity:?}"
+            );
+            let mut t = R;
+            while let Ok(identity) = verifier.verify(token.as_bytes(), t) {
+                assert!(
+                    list.is_revoked(&identity, t),
+                    "{what}: valid and no longer revoked at R + {}",
+                    t - R
+                );
+                t += 1;
+            }
+        }
+    }
+
     #[test]
     fn capacity_is_enforced_and_expired_entries_swept() {
         let list = Revocations::new(LIFETIME, 2);

@@ -514,6 +514,48 @@ mod tests {
         assert_eq!(store.len(), 0, "an expired redeem still removes the ticket");
     }
 
+    /// A ticket redeems only in the seconds before `issued + ttl`: at that second and any
+    /// time after it, it is refused (and gone); one redeemed in time is single use.
+    #[test]
+    fn a_ticket_not_redeemed_within_its_ttl_is_refused_at_and_after_it() {
+        let store = TicketStore::new(1, 100);
+        let issue = || store.issue(identity("1", NOW + 3600), NOW).unwrap();
+        let (in_time, at_ttl, long_after) = (issue(), issue(), issue());
+        assert_eq!(in_time.expires_in(), 1);
+        assert!(store.redeem(in_time.as_str(), NOW).is_ok());
+        assert_eq!(store.redeem(in_time.as_str(), NOW), Err(TicketError));
+        assert_eq!(store.redeem(at_ttl.as_str(), NOW + 1), Err(TicketError));
+        assert_eq!(store.redeem(at_ttl.as_str(), NOW), Err(TicketError));
+        assert_eq!(
+            store.redeem(long_after.as_str(), NOW + 3600),
+            Err(TicketError)
+        );
+        assert!(store.is_empty());
+    }
+
+    /// `--ticket-ttl` is the TTL of the store the gateway's settings hold.
+    #[test]
+    fn the_ticket_ttl_flag_sets_how_long_tickets_redeem() {
+        use crate::config::{Config, DevSecret, Env};
+        use clap::Parser as _;
+        let env = Env {
+            jwt_secret: Some("s3cret".into()),
+            ..Env::default()
+        };
+        let argv = ["wsgate", "--allowed-origins", "*", "--ticket-ttl", "3"];
+        let settings = Config::try_parse_from(argv)
+            .unwrap()
+            .into_settings(&env, 1, || DevSecret(Vec::new()))
+            .unwrap();
+        let tables = crate::tables::Tables::new(&settings.tables);
+        let store = &tables.tickets;
+        let issue = || store.issue(identity("1", NOW + 3600), NOW).unwrap();
+        let (in_time, late) = (issue(), issue());
+        assert_eq!(in_time.expires_in(), 3);
+        assert!(store.redeem(in_time.as_str(), NOW + 2).is_ok());
+        assert_eq!(store.redeem(late.as_str(), NOW + 3), Err(TicketError));
+    }
+
     #[test]
     fn lifetime_is_capped_at_token_exp() {
         let store = TicketStore::new(10, 100);

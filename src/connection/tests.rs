@@ -216,6 +216,207 @@ fn the_token_expires_with_the_401_message_then_4401_unless_refreshed() {
     assert_eq!(f.stats.expired_closes.load(Ordering::Relaxed), 1);
 }
 
+#[test]
+fn only_authentication_lifts_the_auth_deadline_not_other_frames() {
+    // A ping before authentication is answered, and the deadline still stands.
+    let mut f = Fixture::new(&["--auth-timeout-ms", "5000"]);
+    let (out, result) = f.input(&client_frame(0x89, b""), 3_000);
+    assert_eq!((out, result), (vec![0x8a, 0x00], Ok(6)));
+    assert_eq!(f.next_ms(3_000), 5_000);
+    assert_eq!(f.timeout(5_000).1, Some(CloseReason::AuthTimeout));
+    // Authenticating a millisecond before the deadline: the deadline is gone.
+    let mut f = Fixture::new(&["--auth-timeout-ms", "5000", "--ping-interval-ms", "20000"]);
+    f.authenticate(
+        &format!(r#"{{"exp":{},"user_id":"1"}}"#, UNIX + 3600),
+        4_999,
+    );
+    assert_eq!(f.next_ms(4_999), 24_999, "the next deadline is the ping");
+    assert_eq!(f.timeout(5_000), (Vec::new(), None));
+    assert_eq!(f.timeout(60_000).1, Some(CloseReason::KeepaliveTimeout));
+    assert_eq!(f.stats.auth_timeout.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn a_data_message_or_a_ping_from_the_client_resets_the_keepalive_too() {
+    let mut f = Fixture::new(&[
+        "--ping-interval-ms",
+        "20000",
+        "--keepalive-timeout-ms",
+        "30000",
+    ]);
+    f.authenticate(&format!(r#"{{"exp":{},"user_id":"1"}}"#, UNIX + 3600), 0);
+    assert_eq!(f.timeout(20_000).0, vec![0x89, 0x00]);
+    // A text message at 29 s (not a pong) resets both clocks.
+    let leave = client_frame(0x81, br#"{"action":"leave","group":"g"}"#);
+    assert!(f.input(&leave, 29_000).1.is_ok());
+    assert_eq!(f.next_ms(29_000), 49_000);
+    assert_eq!(f.timeout(30_000), (Vec::new(), None));
+    assert_eq!(f.timeout(49_000).0, vec![0x89, 0x00], "a new ping");
+    // A ping from the client at 58 s does too.
+    assert!(f.input(&client_frame(0x89, b""), 58_000).1.is_ok());
+    assert_eq!(f.next_ms(58_000), 78_000);
+    assert_eq!(f.timeout(59_000), (Vec::new(), None));
+    assert_eq!(f.timeout(88_000).1, Some(CloseReason::KeepaliveTimeout));
+}
+
+/// `--jwt-leeway-secs` stretches a token's life: the 401 message and 4401 come at
+/// `exp + leeway`, not at `exp`.
+#[test]
+fn with_a_leeway_the_token_expires_at_exp_plus_leeway_not_at_exp() {
+    let mut f = Fixture::new(&[
+        "--jwt-leeway-secs",
+        "30",
+        "--ping-interval-ms",
+        "60000",
+        "--keepalive-timeout-ms",
+        "90000",
+    ]);
+    f.authenticate(&format!(r#"{{"exp":{},"user_id":"1"}}"#, UNIX + 10), 0);
+    assert_eq!(f.next_ms(0), 40_000);
+    assert_eq!(f.timeout(10_000), (Vec::new(), None), "exp itself passes");
+    assert_eq!(f.timeout(39_999), (Vec::new(), None));
+    let (out, why) = f.timeout(40_000);
+    assert_eq!(why, Some(CloseReason::TokenExpired));
+    assert!(String::from_utf8_lossy(&out).contains(r#""detail":"token expired""#));
+}
+
+/// A token already past its `exp` but within the leeway authenticates, serves, and is closed
+/// when `exp + leeway` comes.
+#[test]
+fn a_token_past_exp_but_within_the_leeway_lives_until_exp_plus_leeway() {
+    let mut f = Fixture::new(&[
+        "--jwt-leeway-secs",
+        "30",
+        "--ping-interval-ms",
+        "60000",
+        "--keepalive-timeout-ms",
+        "90000",
+    ]);
+    f.authenticate(&format!(r#"{{"exp":{},"user_id":"1"}}"#, UNIX - 5), 0);
+    assert_eq!(f.next_ms(0), 25_000);
+    let leave = client_frame(0x81, br#"{"action":"leave","group":"g"}"#);
+    let (out, result) = f.input(&leave, 24_000);
+    assert!(result.is_ok(), "{result:?}");
+    assert!(String::from_utf8_lossy(&out).contains(r#""action":"left""#));
+    assert_eq!(f.timeout(24_999), (Vec::new(), None));
+    assert_eq!(f.timeout(25_000).1, Some(CloseReason::TokenExpired));
+    // Without the leeway the same token is refused outright.
+    let mut f = Fixture::new(&[]);
+    let cmd = format!(
+        r#"{{"action":"authenticate","token":"{}"}}"#,
+        token(&format!(r#"{{"exp":{},"user_id":"1"}}"#, UNIX - 5))
+    );
+    let (out, result) = f.input(&client_frame(0x81, cmd.as_bytes()), 0);
+    assert_eq!(
+        result,
+        Err(CloseReason::Refused(
+            CloseCode::TOKEN_INVALID,
+            "token expired"
+        ))
+    );
+    assert!(String::from_utf8_lossy(&out).contains(r#""status_code":401"#));
+}
+
+/// The token in force is the last one: a refresh with a valid token that expires sooner than
+/// the current one brings the expiry forward.
+#[test]
+fn a_refresh_with_an_earlier_exp_brings_the_expiry_forward() {
+    let mut f = Fixture::new(&[]);
+    f.authenticate(&format!(r#"{{"exp":{},"user_id":"1"}}"#, UNIX + 100), 0);
+    assert_eq!(f.next_ms(0), 20_000, "the ping comes first");
+    let refresh = format!(
+        r#"{{"action":"refresh","token":"{}"}}"#,
+        token(&format!(r#"{{"exp":{},"user_id":"1"}}"#, UNIX + 12))
+    );
+    let (out, result) = f.input(&client_frame(0x81, refresh.as_bytes()), 1_000);
+    assert!(result.is_ok(), "{result:?}");
+    assert!(String::from_utf8_lossy(&out).contains(r#""status_code":200"#));
+    assert_eq!(f.next_ms(1_000), 12_000);
+    assert_eq!(f.timeout(12_000).1, Some(CloseReason::TokenExpired));
+}
+
+/// A refresh that fails ends the connection whatever the old token's `exp`: expired (beyond
+/// the leeway), badly signed or malformed is the 401 message then 4401; another user's is 403
+/// then 4403.
+#[test]
+fn a_failed_refresh_is_401_then_4401_or_403_then_4403_for_another_user() {
+    let other_key = {
+        let t = token(&format!(r#"{{"exp":{},"user_id":"1"}}"#, UNIX + 60));
+        let (signed, _) = t.rsplit_once('.').unwrap();
+        format!("{signed}.AAAA")
+    };
+    let cases = [
+        (
+            token(&format!(r#"{{"exp":{},"user_id":"1"}}"#, UNIX + 4)),
+            CloseCode::TOKEN_INVALID,
+            "token expired",
+        ),
+        (other_key, CloseCode::TOKEN_INVALID, "bad signature"),
+        (
+            "not-a-jwt".to_owned(),
+            CloseCode::TOKEN_INVALID,
+            "malformed token",
+        ),
+        (
+            token(&format!(r#"{{"exp":{},"user_id":"2"}}"#, UNIX + 600)),
+            CloseCode::FORBIDDEN,
+            "token is for another user",
+        ),
+    ];
+    for (new, code, detail) in cases {
+        let mut f = Fixture::new(&["--jwt-leeway-secs", "1"]);
+        f.authenticate(&format!(r#"{{"exp":{},"user_id":"1"}}"#, UNIX + 300), 0);
+        let refresh = format!(r#"{{"action":"refresh","token":"{new}"}}"#);
+        // At 5 s an `exp` of 4 s is past even with the second of leeway.
+        let (out, result) = f.input(&client_frame(0x81, refresh.as_bytes()), 5_000);
+        assert_eq!(result, Err(CloseReason::Refused(code, detail)), "{detail}");
+        let text = String::from_utf8_lossy(&out);
+        let status = if code == CloseCode::FORBIDDEN {
+            403
+        } else {
+            401
+        };
+        assert!(
+            text.contains(&format!(r#""status_code":{status}"#))
+                && text.contains(&format!(r#""detail":"{detail}""#)),
+            "{text}"
+        );
+    }
+}
+
+/// A user's revocation refuses a refresh with a token issued up to the revocation's second
+/// (or without `iat`); a token issued after it is accepted.
+#[test]
+fn a_refresh_with_a_token_issued_up_to_a_users_revocation_is_401_then_4401() {
+    let revoked_at = UNIX + 5;
+    for (iat, refused) in [
+        (Some(UNIX), true),
+        (Some(revoked_at), true),
+        (None, true),
+        (Some(revoked_at + 1), false),
+    ] {
+        let mut f = Fixture::new(&[]);
+        f.authenticate(&format!(r#"{{"exp":{},"user_id":"1"}}"#, UNIX + 300), 0);
+        f.tables.revocations.revoke_user("1", revoked_at).unwrap();
+        let iat = iat.map_or(String::new(), |iat| format!(r#","iat":{iat}"#));
+        let new = token(&format!(r#"{{"exp":{}{iat},"user_id":"1"}}"#, UNIX + 300));
+        let refresh = format!(r#"{{"action":"refresh","token":"{new}"}}"#);
+        let (out, result) = f.input(&client_frame(0x81, refresh.as_bytes()), 6_000);
+        let text = String::from_utf8_lossy(&out);
+        if refused {
+            let why = Err(CloseReason::Refused(
+                CloseCode::TOKEN_INVALID,
+                "token revoked",
+            ));
+            assert_eq!(result, why, "iat {iat:?}");
+            assert!(text.contains(r#""status_code":401"#), "{text}");
+        } else {
+            assert!(result.is_ok(), "iat {iat:?}: {result:?}");
+            assert!(text.contains(r#""status_code":200"#), "{text}");
+        }
+    }
+}
+
 /// An `exp` of up to 2^64 - 1 (a lifetime bound lifted) never reaches an overflow: the
 /// expiry deadline waits at most an hour, then looks again.
 #[test]
@@ -311,6 +512,46 @@ fn beyond_the_message_rate_the_connection_is_closed_4429() {
         CloseReason::RateLimited.code(),
         Some(CloseCode::RATE_LIMITED)
     );
+}
+
+/// 50 messages a second with a burst of 5: a client that spent its burst and then sends
+/// exactly at the rate for ten simulated seconds is never closed; one message sooner is 4429.
+#[test]
+fn a_client_within_the_message_rate_is_never_closed_and_one_above_it_is_4429() {
+    let mut f = Fixture::new(&["--max-messages-per-sec", "50", "--burst", "5"]);
+    f.authenticate(&format!(r#"{{"exp":{},"user_id":"1"}}"#, UNIX + 3600), 0);
+    let leave = client_frame(0x81, br#"{"action":"leave","group":"g"}"#);
+    // The authentication took one token of the five; these take the other four.
+    for _ in 0..4 {
+        assert!(f.input(&leave, 0).1.is_ok());
+    }
+    // From now on every message has exactly one token, refilled in the 20 ms before it.
+    for ms in (20..=10_000).step_by(20) {
+        let (out, result) = f.input(&leave, ms);
+        assert!(result.is_ok(), "at {ms} ms: {result:?}");
+        assert!(String::from_utf8_lossy(&out).contains(r#""action":"left""#));
+        // Control frames are not messages: they take nothing from the budget.
+        assert!(f.input(&client_frame(0x89, b""), ms + 1).1.is_ok());
+    }
+    assert_eq!(f.stats.rate_limited_closes.load(Ordering::Relaxed), 0);
+    assert_eq!(f.input(&leave, 10_019).1, Err(CloseReason::RateLimited));
+    assert_eq!(f.stats.rate_limited_closes.load(Ordering::Relaxed), 1);
+}
+
+/// A pause refills the bucket up to the burst and no further: after a minute of silence, six
+/// messages at once get five answers and then 4429.
+#[test]
+fn a_pause_refills_only_the_burst_and_a_burst_above_it_is_4429() {
+    let mut f = Fixture::new(&["--max-messages-per-sec", "50", "--burst", "5"]);
+    f.authenticate(&format!(r#"{{"exp":{},"user_id":"1"}}"#, UNIX + 3600), 0);
+    let leave = client_frame(0x81, br#"{"action":"leave","group":"g"}"#);
+    let burst: Vec<u8> = std::iter::repeat_n(leave, 6).flatten().collect();
+    let (out, result) = f.input(&burst, 60_000);
+    assert_eq!(result, Err(CloseReason::RateLimited));
+    let answered = String::from_utf8_lossy(&out)
+        .matches(r#""action":"left""#)
+        .count();
+    assert_eq!(answered, 5);
 }
 
 #[test]

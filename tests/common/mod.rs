@@ -22,15 +22,44 @@ pub const SECRET: &str = "integration-test-secret";
 /// Every socket gives up after this long: a hang fails the test instead of stalling it.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The drivers this machine offers: epoll always, io_uring where the kernel allows it.
+/// The drivers this machine offers: epoll always, io_uring where the kernel allows it. Every
+/// test that runs once per driver asks here, so this is where a missing io_uring is said, with
+/// the test's name: a test whose io_uring half did not run must not look like one that passed on
+/// both drivers.
 pub fn drivers() -> Vec<&'static str> {
-    let mut drivers = vec!["epoll"];
     if runtime::io_uring_available() {
-        drivers.push("io-uring");
-    } else {
-        eprintln!("io_uring is unavailable here: running on epoll only");
+        return vec!["epoll", "io-uring"];
     }
-    drivers
+    // The harness names each test's thread after the test.
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("(a test on an unnamed thread)");
+    let line = format!(
+        "io_uring unavailable here: {}::{test} ran on epoll only\n",
+        env!("CARGO_CRATE_NAME")
+    );
+    // Straight to the process's stderr in one write: `eprintln!` would be captured by the
+    // harness and shown only if the test failed.
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    vec!["epoll"]
+}
+
+/// Runs `test` once per driver, the drivers at the same time, each on a thread of its own: an
+/// end-to-end test of a deadline then waits for it once rather than once per driver.
+pub fn on_every_driver_at_once(test: impl Fn(&'static str) + Sync) {
+    let drivers = drivers();
+    std::thread::scope(|scope| {
+        for driver in drivers {
+            let test = &test;
+            scope.spawn(move || test(driver));
+        }
+    });
+}
+
+/// Makes reads on `s` give up after ten times `configured`, a deadline the test expects the
+/// server to keep: generous on a loaded machine, and a deadline that never fires fails the read
+/// (and so the test) instead of being waited out with a sleep.
+pub fn read_at_most_tenfold(s: &TcpStream, configured: Duration) {
+    s.set_read_timeout(Some(configured * 10)).unwrap();
 }
 
 /// A running gateway, shut down when dropped.
