@@ -370,10 +370,15 @@ fn upgrade_credential<'b>(upgrade: &Upgrade<'b>, auth: &AuthSettings) -> Credent
 }
 
 fn fail(err: AuthError, out: &mut Vec<u8>) -> Verdict {
-    frame::write_text_with(out, |o| {
-        envelope::write_auth_failure(o, err.status(), err.detail())
-    });
+    write_auth_failure(err.status(), err.detail(), out);
     Verdict::Close(err.close_code(), err.detail())
+}
+
+/// Appends the `authentication` message that precedes a 4401 or 4403 (docs/protocol.md §3):
+/// the one writer of it, for a refused credential here, and for an expiry or a revocation the
+/// server decides on its own.
+pub fn write_auth_failure(status: u16, detail: &str, out: &mut Vec<u8>) {
+    frame::write_text_with(out, |o| envelope::write_auth_failure(o, status, detail));
 }
 
 fn error(out: &mut Vec<u8>, status: u16, detail: &str) -> Verdict {

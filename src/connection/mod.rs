@@ -21,7 +21,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::auth::Identity;
 use crate::auth::tickets::{TicketError, TicketId};
 use crate::config::Settings;
-use crate::envelope;
 use crate::limits::TokenBucket;
 use crate::metrics::CoreStats;
 use crate::proto::close::CloseCode;
@@ -195,12 +194,6 @@ impl CloseReason {
             CloseCode::TOKEN_INVALID => Self::Revoked,
             code => Self::Refused(code, ""),
         }
-    }
-
-    /// Appends the one 401 `authentication` message that precedes a 4401 the server decides
-    /// on its own (expiry, revocation): the one writer of that message outside `Session`.
-    pub fn write_auth_failure(detail: &str, out: &mut Vec<u8>) {
-        frame::write_text_with(out, |o| envelope::write_auth_failure(o, 401, detail));
     }
 }
 
@@ -438,7 +431,7 @@ impl<H: Handler> Connection<H> {
         if self.handler.expires_at().is_some_and(|exp| exp <= unix) {
             // PROTOCOL §3: the token passed its exp without a refresh.
             stats.expired_closes.fetch_add(1, Ordering::Relaxed);
-            CloseReason::write_auth_failure("token expired", out);
+            session::write_auth_failure(401, CloseReason::TokenExpired.reason(), out);
             return Some(CloseReason::TokenExpired);
         }
         if self.handler.awaiting_auth() && now >= self.auth_deadline {

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::{Config, DevSecret, Env};
+use crate::envelope;
 use crate::hub::table::Join;
 use crate::session::Session;
 use clap::Parser;

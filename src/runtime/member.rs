@@ -12,11 +12,10 @@ use std::task::{Poll, Waker};
 use bytes::Bytes;
 
 use super::sys::{self, Transfer};
-use crate::envelope;
 use crate::hub::fanout::Recipient;
 use crate::hub::outbox::{Outbox, Overflow};
 use crate::proto::close::CloseCode;
-use crate::proto::frame;
+use crate::session;
 
 /// Slices handed to one `sendmsg` (well under IOV_MAX).
 const IOV_BATCH: usize = 64;
@@ -80,9 +79,7 @@ impl Member {
             return false;
         }
         let mut message = Vec::with_capacity(160);
-        frame::write_text_with(&mut message, |o| {
-            envelope::write_auth_failure(o, 401, detail);
-        });
+        session::write_auth_failure(401, detail, &mut message);
         // Unbounded on purpose, like a Close: one short message ahead of the end.
         let _ = self.outbox.borrow_mut().push_copy(&message, usize::MAX);
         self.closing.set(Some(CloseCode::TOKEN_INVALID));

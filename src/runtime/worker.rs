@@ -18,6 +18,7 @@ use super::timer::Timers;
 use super::{Service, WorkerShared, control};
 use crate::api;
 use crate::config::Settings;
+use crate::connection::CloseReason;
 use crate::envelope::{self, RawJson};
 use crate::hub::table::{GroupTable, Join, Leave};
 use crate::hub::{HubMsg, LocalHub, fanout};
@@ -350,7 +351,10 @@ impl<S: Service> Worker<S> {
             })
             .cloned()
             .collect();
-        let closed = members.iter().filter(|m| m.revoke("token revoked")).count();
+        let closed = members
+            .iter()
+            .filter(|m| m.revoke(CloseReason::Revoked.reason()))
+            .count();
         self.shared
             .stats
             .revoked_closes
