@@ -23,7 +23,8 @@ LEEWAY = 30
 MAX_LIFETIME = 3600  # seconds: a revocation window of an hour
 HS256_HEADER = '{"alg":"HS256","typ":"JWT"}'
 
-seeds = {"jwt": {}, "http_head": {}, "frame": {}, "envelope": {}}
+seeds = {"jwt": {}, "http_head": {}, "frame": {}, "envelope": {},
+         "upgrade": {}}
 
 
 def add(target, name, data):
@@ -335,6 +336,57 @@ add("envelope", "unknown-action", '{"action":"dance"}')
 add("envelope", "duplicate-action", '{"action":"join","action":"join","group":"g"}')
 add("envelope", "not-an-object", "[1,2,3]")
 add("envelope", "not-json", '{"action":"join","group":"g"')
+
+
+
+# ---- upgrade: a request head ----
+
+def upgrade(name, *lines, request_line="GET /ws HTTP/1.1"):
+    add("upgrade", name, crlf(request_line, *lines))
+
+
+UPGRADE = ["Host: gw", "Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Version: 13",
+           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="]
+
+
+def without(prefix, lines=UPGRADE):
+    return [line for line in lines if not line.lower().startswith(prefix.lower())]
+
+
+add("upgrade", "chrome", CHROME)
+upgrade("minimal", *UPGRADE)
+upgrade("token-lists-any-case", "host: gw", "upgrade: h2c, WebSocket", "CONNECTION: keep-alive , UPGRADE",
+        "sec-websocket-version: 13", "sec-websocket-key: \t x3JJHMbDL1EzLkh9GBhXDw==  ")
+upgrade("query-ticket", *UPGRADE, request_line="GET /ws?ticket=abc&x=1 HTTP/1.1")
+upgrade("bearer-subprotocol-and-v1", *UPGRADE,
+        f"Sec-WebSocket-Protocol: wsgate.bearer.{bearer}", "Sec-WebSocket-Protocol: x, wsgate.v1")
+upgrade("authorization-and-origin", *UPGRADE, f"Authorization: Bearer {bearer}",
+        "Origin: https://app.example.com")
+upgrade("other-path", *UPGRADE, request_line="GET /ws/ HTTP/1.1")
+upgrade("post", *UPGRADE, request_line="POST /ws HTTP/1.1")
+upgrade("lower-case-method", *UPGRADE, request_line="get /ws HTTP/1.1")
+upgrade("http-1-0", *UPGRADE, request_line="GET /ws HTTP/1.0")
+upgrade("no-host", *without("Host"))
+upgrade("two-hosts", *UPGRADE, "Host: other")
+upgrade("empty-host", "Host:", *without("Host"))
+upgrade("no-upgrade-token", "Upgrade: h2c", *without("Upgrade"))
+upgrade("no-connection-token", "Connection: keep-alive", *without("Connection"))
+upgrade("no-version", *without("Sec-WebSocket-Version"))
+upgrade("version-8", "Sec-WebSocket-Version: 8", *without("Sec-WebSocket-Version"))
+upgrade("version-8-and-no-key", "Sec-WebSocket-Version: 8",
+        *without("Sec-WebSocket-Key", without("Sec-WebSocket-Version")))
+upgrade("two-versions", *UPGRADE, "Sec-WebSocket-Version: 13")
+upgrade("no-key", *without("Sec-WebSocket-Key"))
+upgrade("two-keys", *UPGRADE, "Sec-WebSocket-Key: x3JJHMbDL1EzLkh9GBhXDw==")
+upgrade("key-trailing-bits", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZR==", *without("Sec-WebSocket-Key"))
+upgrade("key-unpadded", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ", *without("Sec-WebSocket-Key"))
+upgrade("key-17-bytes", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZTE=", *without("Sec-WebSocket-Key"))
+upgrade("key-url-safe-alphabet", "Sec-WebSocket-Key: _-_-_-_-_-_-_-_-_-_-_w==",
+        *without("Sec-WebSocket-Key"))
+upgrade("two-origins", *UPGRADE, "Origin: https://a.example", "Origin: https://b.example")
+upgrade("two-authorizations", *UPGRADE, "Authorization: Bearer a", "Authorization: Bearer b")
+upgrade("extensions-ignored", *UPGRADE, "Sec-WebSocket-Extensions: permessage-deflate")
+
 
 
 def main():

@@ -81,3 +81,8 @@ fn frame_corpus() {
 fn envelope_corpus() {
     replay("envelope", fuzz_checks::envelope);
 }
+
+#[test]
+fn upgrade_corpus() {
+    replay("upgrade", fuzz_checks::upgrade);
+}

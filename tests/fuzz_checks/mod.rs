@@ -19,6 +19,7 @@
 //!   after the upgrade. `flags & 1`: the connection starts unauthenticated (the pre-auth cap
 //!   applies until the first data message); `flags >> 1`: chunk step, as for `http_head`.
 //! - `envelope`: one text frame's payload (non-UTF-8 input is skipped).
+//! - `upgrade`: a request head, as `find_head_end` would hand it to the parser.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -769,3 +770,271 @@ impl<'de> Visitor<'de> for DepthVisitor {
 mod envelope_oracle;
 
 use envelope_oracle::{new_outcome, oracle_outcome};
+
+// ---------------------------------------------------------------------------------------------
+// upgrade
+
+/// The GUID RFC 6455 §1.3 appends to the key, for the independent accept key.
+const RFC6455_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// A request head that parses is validated as an upgrade on `/ws` without a panic, and the
+/// outcome is the one an independent reading of the rules gives (docs/protocol.md §1, in the
+/// order `handshake::validate` documents): the same refusal status, or the same fields. An
+/// accepted key is the padded base64 of 16 bytes, its accept key is base64(SHA-1(key + GUID))
+/// computed here, and the 101 parses as one (with `wsgate.v1` exactly when offered). A refusal
+/// is 400, 404 or 426, and the response the gateway writes for it parses, with
+/// `Sec-WebSocket-Version: 13` on a 426 only.
+pub fn upgrade(data: &[u8]) {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let Ok(req) = http::parse_request(data, &mut headers) else {
+        return;
+    };
+    let shown = String::from_utf8_lossy(data);
+    let want = upgrade_oracle(&req);
+    match handshake::validate(&req, WS_PATH) {
+        Ok(got) => {
+            let want = want.unwrap_or_else(|status| {
+                panic!("accepted an upgrade the rules answer with {status}: {shown:?}")
+            });
+            assert_eq!(got.key, want.key, "key of {shown:?}");
+            assert_eq!(got.origin, want.origin, "origin of {shown:?}");
+            assert_eq!(
+                got.authorization, want.authorization,
+                "authorization of {shown:?}"
+            );
+            assert_eq!(
+                got.offers_v1, want.offers_v1,
+                "wsgate.v1 offer in {shown:?}"
+            );
+            assert_eq!(
+                got.bearer_protocol, want.bearer_protocol,
+                "bearer subprotocol of {shown:?}"
+            );
+            assert_eq!(got.query, want.query, "query of {shown:?}");
+            assert!(is_websocket_key(got.key), "key {:?}", got.key);
+            check_accept(got.key, got.offers_v1);
+        }
+        Err(e) => {
+            let status = e.status();
+            assert_eq!(
+                Err(status),
+                want.map(|_| ()),
+                "refused with {status} ({e}): {shown:?}"
+            );
+            assert!(
+                matches!(status, 400 | 404 | 426),
+                "status {status} for {e:?}"
+            );
+            check_refusal(status, e.response_headers());
+        }
+    }
+}
+
+/// What `handshake::validate` must return, read off the request independently.
+#[derive(Debug)]
+struct WantUpgrade<'b> {
+    key: &'b [u8],
+    origin: Option<&'b [u8]>,
+    authorization: Option<&'b [u8]>,
+    offers_v1: bool,
+    bearer_protocol: Option<&'b [u8]>,
+    query: Option<&'b str>,
+}
+
+/// HTTP optional whitespace around a header value (RFC 9110 §5.5).
+fn trim_ows(value: &[u8]) -> &[u8] {
+    let start = value
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t'))
+        .unwrap_or(value.len());
+    let end = value
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(start, |at| at + 1);
+    &value[start..end]
+}
+
+/// The trimmed values of every header line named `name` (any case).
+fn header_values<'b>(req: &httparse::Request<'_, 'b>, name: &str) -> Vec<&'b [u8]> {
+    req.headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| trim_ows(h.value))
+        .collect()
+}
+
+/// Whether a comma-separated list header named `name` lists `token` (any case).
+fn lists_token(req: &httparse::Request<'_, '_>, name: &str, token: &str) -> bool {
+    header_values(req, name).iter().any(|v| {
+        v.split(|&b| b == b',')
+            .any(|t| trim_ows(t).eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+/// The §1 rules in `validate`'s documented order (path, method, version, Host, Upgrade,
+/// Connection, Sec-WebSocket-Version present and single, then 13, then the key, Origin and
+/// Authorization); the status of the first that fails. (The table in docs/protocol.md §1 lists
+/// the 426 after all the 400s; `validate` and its unit test judge the version before the key.)
+fn upgrade_oracle<'b>(req: &httparse::Request<'_, 'b>) -> Result<WantUpgrade<'b>, u16> {
+    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
+        return Err(400);
+    };
+    let (path, query) = match target.find('?') {
+        Some(at) => (&target[..at], Some(&target[at + 1..])),
+        None => (target, None),
+    };
+    if path != WS_PATH {
+        return Err(404);
+    }
+    if method != "GET" || version != 1 || header_values(req, "host").len() != 1 {
+        return Err(400);
+    }
+    if !lists_token(req, "upgrade", "websocket") || !lists_token(req, "connection", "upgrade") {
+        return Err(400);
+    }
+    match header_values(req, "sec-websocket-version")[..] {
+        [b"13"] => {}
+        [_] => return Err(426),
+        _ => return Err(400),
+    }
+    let key = match header_values(req, "sec-websocket-key")[..] {
+        [key] if is_websocket_key(key) => key,
+        _ => return Err(400),
+    };
+    let origin = match header_values(req, "origin")[..] {
+        [] => None,
+        [origin] => Some(origin),
+        _ => return Err(400),
+    };
+    let authorization = match header_values(req, "authorization")[..] {
+        [] => None,
+        [value] => Some(value),
+        _ => return Err(400),
+    };
+    let protocols: Vec<&[u8]> = header_values(req, "sec-websocket-protocol")
+        .into_iter()
+        .flat_map(|v| v.split(|&b| b == b','))
+        .map(trim_ows)
+        .collect();
+    Ok(WantUpgrade {
+        key,
+        origin,
+        authorization,
+        offers_v1: protocols.contains(&&b"wsgate.v1"[..]),
+        bearer_protocol: protocols
+            .iter()
+            .find_map(|p| p.strip_prefix(b"wsgate.bearer.")),
+        query,
+    })
+}
+
+/// A Sec-WebSocket-Key: 22 base64 characters and `==`, the last character carrying no bits
+/// beyond the 128 of the nonce, so that it decodes to exactly 16 bytes (RFC 6455 §4.1).
+fn is_websocket_key(key: &[u8]) -> bool {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let sextet = |b: &u8| ALPHABET.iter().position(|a| a == b);
+    let shaped = key.len() == 24
+        && key.ends_with(b"==")
+        && key[..22].iter().all(|b| sextet(b).is_some())
+        && sextet(&key[21]).is_some_and(|v| v % 16 == 0);
+    if shaped {
+        let nonce = base64::engine::general_purpose::STANDARD.decode(key);
+        assert_eq!(nonce.map(|n| n.len()), Ok(16), "key {key:?}");
+    }
+    shaped
+}
+
+/// The accept key against SHA-1 and base64 computed here, and the 101 written with it.
+fn check_accept(key: &[u8], offers_v1: bool) {
+    use sha1::Digest as _;
+    let accept = handshake::accept_key(key);
+    let mut sha1 = sha1::Sha1::new();
+    sha1.update(key);
+    sha1.update(RFC6455_GUID.as_bytes());
+    let want = base64::engine::general_purpose::STANDARD.encode(sha1.finalize());
+    assert_eq!(want.len(), 28);
+    assert_eq!(&accept[..], want.as_bytes(), "accept key of {key:?}");
+
+    for select_v1 in [offers_v1, !offers_v1] {
+        let mut out = Vec::new();
+        handshake::write_101(&mut out, &accept, select_v1);
+        let mut headers = [httparse::EMPTY_HEADER; 8];
+        let mut response = httparse::Response::new(&mut headers);
+        let parsed = response.parse(&out);
+        assert_eq!(
+            parsed,
+            Ok(httparse::Status::Complete(out.len())),
+            "101 {:?}",
+            String::from_utf8_lossy(&out)
+        );
+        assert_eq!(response.code, Some(101));
+        assert_eq!(response.version, Some(1));
+        let value = |name: &str| -> Vec<&[u8]> {
+            response
+                .headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case(name))
+                .map(|h| h.value)
+                .collect()
+        };
+        assert!(lists_in(&value("upgrade"), "websocket"));
+        assert!(lists_in(&value("connection"), "upgrade"));
+        assert_eq!(value("sec-websocket-accept"), [want.as_bytes()]);
+        let selected: &[&[u8]] = if select_v1 { &[b"wsgate.v1"] } else { &[] };
+        assert_eq!(value("sec-websocket-protocol"), selected);
+        assert!(value("sec-websocket-extensions").is_empty());
+    }
+}
+
+fn lists_in(values: &[&[u8]], token: &str) -> bool {
+    values.iter().any(|v| {
+        v.split(|&b| b == b',')
+            .any(|t| trim_ows(t).eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+/// A refusal's extra headers are well-formed (token names, visible-ASCII values), the 426
+/// names version 13 and nothing else does, and the response written with them parses.
+fn check_refusal(status: u16, extra: &[(&str, &str)]) {
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    for (name, value) in extra {
+        assert!(
+            !name.is_empty() && name.bytes().all(tchar),
+            "header name {name:?}"
+        );
+        assert!(
+            value
+                .bytes()
+                .all(|b| b == b'\t' || (b' '..=b'~').contains(&b)),
+            "header value {value:?}"
+        );
+    }
+    let names_13 = extra
+        .iter()
+        .any(|&(n, v)| n.eq_ignore_ascii_case("sec-websocket-version") && v == "13");
+    assert_eq!(names_13, status == 426, "{status} with {extra:?}");
+
+    let mut out = Vec::new();
+    http::write_response(
+        &mut out,
+        status,
+        extra,
+        http::reason_phrase(status).as_bytes(),
+    );
+    let mut headers = [httparse::EMPTY_HEADER; 8];
+    let mut response = httparse::Response::new(&mut headers);
+    let Ok(httparse::Status::Complete(len)) = response.parse(&out) else {
+        panic!("refusal {:?} does not parse", String::from_utf8_lossy(&out));
+    };
+    assert_eq!(response.code, Some(status));
+    assert_eq!(&out[len..], http::reason_phrase(status).as_bytes());
+    for (name, value) in extra {
+        assert!(
+            response
+                .headers
+                .iter()
+                .any(|h| h.name == *name && h.value == value.as_bytes()),
+            "{name}: {value} missing from the {status}"
+        );
+    }
+}
