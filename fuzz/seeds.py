@@ -24,7 +24,7 @@ MAX_LIFETIME = 3600  # seconds: a revocation window of an hour
 HS256_HEADER = '{"alg":"HS256","typ":"JWT"}'
 
 seeds = {"jwt": {}, "http_head": {}, "frame": {}, "envelope": {},
-         "upgrade": {}}
+         "upgrade": {}, "origin": {}}
 
 
 def add(target, name, data):
@@ -386,6 +386,64 @@ upgrade("key-url-safe-alphabet", "Sec-WebSocket-Key: _-_-_-_-_-_-_-_-_-_-_w==",
 upgrade("two-origins", *UPGRADE, "Origin: https://a.example", "Origin: https://b.example")
 upgrade("two-authorizations", *UPGRADE, "Authorization: Bearer a", "Authorization: Bearer b")
 upgrade("extensions-ignored", *UPGRADE, "Sec-WebSocket-Extensions: permessage-deflate")
+
+
+# ---- origin: [mode] patterns 0x00 header ----
+
+FLAG, FILE, HOSTS, HOSTS_DEBUG, NO_HEADER = 0, 1, 2, 3, 4
+
+
+def origin(name, patterns, header, mode=FLAG):
+    body = patterns.encode() if isinstance(patterns, str) else patterns
+    if header is not None:
+        body += b"\0" + (header.encode() if isinstance(header, str) else header)
+    add("origin", name, bytes([mode]) + body)
+
+
+origin("exact-host-any-scheme-port", "example.com", "https://example.com:8443")
+origin("exact-host-other-host", "example.com", "https://badexample.com")
+origin("domain-deep-subdomain", ".example.com", "https://a.b.c.example.com:9000")
+origin("domain-label-boundary", ".example.com", "http://badexample.com")
+origin("scheme-default-port", "https://example.com", "https://example.com:443")
+origin("scheme-other-port", "https://example.com", "https://example.com:8443")
+origin("scheme-http-is-not-ws", "http://example.com", "ws://example.com")
+origin("scheme-domain-port", "https://.example.com:8443", "HTTPS://A.Example.COM:8443")
+origin("host-port-any-scheme", "example.com:8080", "ws://example.com:8080")
+origin("host-port-default-port", "example.com:443", "https://example.com")
+origin("unknown-scheme-no-port", "chrome-extension://abcdef", "chrome-extension://abcdef")
+origin("unknown-scheme-port-given", "ftp://example.com", "ftp://example.com:21")
+origin("ipv6-as-address", "[0:0::1]", "http://[::1]:8000")
+origin("ipv6-zoned", "[::1]", "http://[fe80::1%25eth0]")
+origin("idna-pattern", "bücher.example", "https://XN--BCHER-KVA.example")
+origin("trailing-dot-kept", "example.com.", "http://example.com.")
+origin("ows-around-origin", "example.com", " \thttp://example.com\t ")
+origin("origin-with-path", "example.com", "http://example.com/")
+origin("origin-port-zero", "example.com", "http://example.com:0")
+origin("origin-port-six-digits", "example.com", "http://example.com:000080")
+origin("origin-port-65536", "example.com", "http://example.com:65536")
+origin("origin-null", "example.com", "null")
+origin("origin-empty", "example.com", "")
+origin("origin-not-utf8", "example.com", b"http://ex\xffample.com")
+origin("origin-user-info", "example.com", "http://user@example.com")
+origin("origin-empty-label", ".example.com", "http://a..example.com")
+origin("star-admits-garbage", "*", b"\xff\xfe")
+origin("star-admits-absent", "example.com,*", None)
+origin("absent-refused", "example.com", "http://example.com", mode=FLAG | NO_HEADER)
+origin("star-inside-host-refused", "*.example.com", "http://a.example.com")
+origin("pattern-with-path-refused", "https://example.com/app", "https://example.com")
+origin("pattern-port-zero-refused", "example.com:0", "http://example.com")
+origin("pattern-unbracketed-ipv6-refused", "::1", "http://[::1]")
+origin("pattern-leading-dot-ipv6-refused", ".[::1]", "http://[::1]")
+origin("flag-list-blank-items", " , example.com ,, .example.org ", "https://x.example.org")
+origin("flag-list-all-blank", " , ,", "http://localhost")
+origin("file-comments-and-blank-lines",
+       "# allowed\nexample.com  # the app\n\n\t.example.org\r\nhttps://[::1]:8443\n",
+       "https://[::1]:8443", mode=FILE)
+origin("file-only-comments", "# nothing\n\n", "http://localhost", mode=FILE)
+origin("hosts-empty-debug-local", "", "http://[::1]:8000", mode=HOSTS_DEBUG)
+origin("hosts-empty-no-debug", "", "http://localhost", mode=HOSTS)
+origin("hosts-given-debug", "example.com", "http://localhost:8000", mode=HOSTS_DEBUG)
+origin("unicode-whitespace-trimmed", "\u3000example.com\u2003", "http://example.com")
 
 
 

@@ -86,3 +86,8 @@ fn envelope_corpus() {
 fn upgrade_corpus() {
     replay("upgrade", fuzz_checks::upgrade);
 }
+
+#[test]
+fn origin_corpus() {
+    replay("origin", fuzz_checks::origin);
+}

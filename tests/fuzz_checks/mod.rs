@@ -20,11 +20,13 @@
 //!   applies until the first data message); `flags >> 1`: chunk step, as for `http_head`.
 //! - `envelope`: one text frame's payload (non-UTF-8 input is skipped).
 //! - `upgrade`: a request head, as `find_head_end` would hand it to the parser.
+//! - `origin`: `[mode u8]` then a pattern list, a 0x00 byte and an `Origin` header value (no
+//!   0x00, or `mode & 4`: no header). `mode & 3` says where the list comes from (see `origin`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::OnceLock;
 
 use base64::Engine as _;
@@ -36,6 +38,7 @@ use wsgate::auth::Verifier;
 use wsgate::auth::groups::GroupPattern;
 use wsgate::envelope::{ClientCommand, MAX_DATA_DEPTH, parse_command};
 use wsgate::limits::TrustedProxies;
+use wsgate::origin::OriginPolicy;
 use wsgate::proto::frame::{self, FrameError};
 use wsgate::proto::handshake;
 use wsgate::proto::http::{self, HeadError, MAX_HEADERS, Redacted};
@@ -1036,5 +1039,341 @@ fn check_refusal(status: u16, extra: &[(&str, &str)]) {
                 .any(|h| h.name == *name && h.value == value.as_bytes()),
             "{name}: {value} missing from the {status}"
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// origin
+
+/// The pattern list is built from the input as `Config::origin_policy` builds it (src/config.rs)
+/// from one source: `mode & 3` is 0 for `--allowed-origins` (split at commas, blank items
+/// dropped, the allowed-hosts mode when none is left), 1 for `--allowed-origins-file` (lines, `#`
+/// comments, trimmed, blank lines dropped), 2 and 3 for `--allowed-hosts` without and with
+/// `--debug`. The policy accepts the list exactly when every pattern is valid by the rules
+/// (docs/protocol.md §2 and `origin`'s docs, re-implemented here), and then `allows` agrees with
+/// the same rules on the header (absent when `mode & 4`), on an origin derived from each
+/// pattern (which it must admit), and never panics, whatever the bytes. A fixed policy with
+/// every form of pattern checks the header too, whether or not the list was valid.
+pub fn origin(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let (list, header) = match rest.iter().position(|&b| b == 0) {
+        Some(at) => (&rest[..at], (mode & 4 == 0).then_some(&rest[at + 1..])),
+        None => (rest, None),
+    };
+
+    let (fixed, fixed_wanted) = fixed_origin_policy();
+    assert_eq!(
+        fixed.allows(header),
+        origin_oracle_allows(fixed_wanted, header),
+        "fixed patterns {FIXED_ORIGIN_PATTERNS:?}, origin {:?}",
+        header.map(String::from_utf8_lossy)
+    );
+
+    // Flags and files are text: clap and read_to_string refuse anything else.
+    let Ok(list) = std::str::from_utf8(list) else {
+        return;
+    };
+    let present = |items: Vec<&str>| -> Vec<String> {
+        items
+            .into_iter()
+            .filter(|item| !item.trim().is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let (patterns, built) = match mode & 3 {
+        0 => {
+            let patterns = present(list.split(',').collect());
+            if patterns.is_empty() {
+                (patterns, OriginPolicy::allowed_hosts::<String>(&[], false))
+            } else {
+                let built = OriginPolicy::parse(&patterns);
+                (patterns, built)
+            }
+        }
+        1 => {
+            let patterns: Vec<String> = list
+                .lines()
+                .map(|line| line.split('#').next().unwrap_or("").trim())
+                .filter(|line| !line.is_empty())
+                .map(str::to_owned)
+                .collect();
+            let built = OriginPolicy::parse(&patterns);
+            (patterns, built)
+        }
+        hosts => {
+            let debug = hosts == 3;
+            let hosts = present(list.split(',').collect());
+            let built = OriginPolicy::allowed_hosts(&hosts, debug);
+            if hosts.is_empty() && debug {
+                // §2: an empty list in debug mode stands for these three.
+                let local = ["localhost", "127.0.0.1", "[::1]"];
+                (local.map(str::to_owned).to_vec(), built)
+            } else {
+                (hosts, built)
+            }
+        }
+    };
+
+    let parsed: Result<Vec<Option<WantPattern>>, String> = patterns
+        .iter()
+        .map(|p| want_pattern(p).map_err(|why| format!("{p:?}: {why}")))
+        .collect();
+    let (policy, wanted) = match (built, parsed) {
+        (Ok(policy), Ok(wanted)) => (policy, wanted),
+        (Err(_), Err(_)) => return,
+        (Ok(_), Err(why)) => panic!("accepted the invalid pattern {why} (list {patterns:?})"),
+        (Err(e), Ok(_)) => panic!("refused the valid list {patterns:?}: {e}"),
+    };
+    let shown = header.map(String::from_utf8_lossy);
+    assert_eq!(
+        policy.allows(header),
+        origin_oracle_allows(&wanted, header),
+        "patterns {patterns:?}, origin {shown:?}"
+    );
+    assert_eq!(policy.rejects_everything(), patterns.is_empty());
+    // Each pattern admits the origin it describes.
+    for (pattern, want) in patterns.iter().zip(&wanted) {
+        let Some(derived) = want.as_ref().map(derived_origin) else {
+            continue;
+        };
+        assert!(
+            policy.allows(Some(derived.as_bytes())),
+            "{pattern:?} does not admit {derived:?}"
+        );
+        assert!(
+            origin_oracle_allows(std::slice::from_ref(want), Some(derived.as_bytes())),
+            "the oracle's {pattern:?} does not admit {derived:?}"
+        );
+    }
+}
+
+/// One pattern of every form in the §2 table (no `*`, which would admit everything).
+const FIXED_ORIGIN_PATTERNS: [&str; 9] = [
+    "example.com",
+    ".example.org",
+    "https://app.example.net",
+    "https://.example.io:8443",
+    "localhost:8000",
+    "[::1]",
+    "http://[2001:db8::1]:8080",
+    "chrome-extension://abcdef",
+    "bücher.example",
+];
+
+/// [`FIXED_ORIGIN_PATTERNS`] as wsgate and as the oracle read them, once.
+fn fixed_origin_policy() -> &'static (OriginPolicy, Vec<Option<WantPattern>>) {
+    static POLICY: OnceLock<(OriginPolicy, Vec<Option<WantPattern>>)> = OnceLock::new();
+    POLICY.get_or_init(|| {
+        let wanted = FIXED_ORIGIN_PATTERNS.map(|p| want_pattern(p).unwrap());
+        (
+            OriginPolicy::parse(&FIXED_ORIGIN_PATTERNS).unwrap(),
+            wanted.to_vec(),
+        )
+    })
+}
+
+/// A host as §2 compares it.
+#[derive(Debug, Clone, PartialEq)]
+enum WantHost {
+    /// A name, lower-case ASCII (a pattern's after IDNA conversion).
+    Name(String),
+    /// `.domain`: the domain and its subdomains (stored without the dot).
+    Domain(String),
+    /// A bracketed IPv6 literal, compared as an address.
+    Ipv6(Ipv6Addr),
+}
+
+#[derive(Debug, Clone)]
+struct WantPattern {
+    /// Lower-case; `None`: any scheme.
+    scheme: Option<String>,
+    host: WantHost,
+    /// `None`: any port; `Some(p)`: the origin's effective port must be `p` (`Some(None)`: an
+    /// unknown scheme without a port, which admits only origins without one).
+    port: Option<Option<u16>>,
+}
+
+/// A pattern by §2 and the `OriginPolicy` docs: `Ok(None)` is `*`.
+fn want_pattern(raw: &str) -> Result<Option<WantPattern>, &'static str> {
+    let text = raw.trim();
+    if text.is_empty() {
+        return Err("empty");
+    }
+    if text == "*" {
+        return Ok(None);
+    }
+    if text.contains('*') {
+        return Err("a star that is not the whole pattern");
+    }
+    let (scheme, authority) = match text.find("://") {
+        Some(at) => (Some(&text[..at]), &text[at + 3..]),
+        None => (None, text),
+    };
+    if scheme.is_some_and(|s| !is_scheme(s)) {
+        return Err("scheme");
+    }
+    let (host, port) = want_authority(authority)?;
+    let host = match host {
+        AuthorityHost::Ipv6(addr) => WantHost::Ipv6(addr),
+        AuthorityHost::Name(name) => match name.strip_prefix('.') {
+            Some(domain) => WantHost::Domain(pattern_host(domain)?),
+            None => WantHost::Name(pattern_host(name)?),
+        },
+    };
+    let scheme = scheme.map(str::to_ascii_lowercase);
+    let port = match (&scheme, port) {
+        (Some(scheme), port) => Some(port.or_else(|| well_known_port(scheme))),
+        (None, Some(port)) => Some(Some(port)),
+        (None, None) => None,
+    };
+    Ok(Some(WantPattern { scheme, host, port }))
+}
+
+/// The host and port of an origin or pattern, before the host's characters are judged.
+enum AuthorityHost<'a> {
+    Name(&'a str),
+    Ipv6(Ipv6Addr),
+}
+
+/// `host [":" port]` or `"[" ipv6 "]" [":" port]`, with no path, query, fragment or user info.
+fn want_authority(authority: &str) -> Result<(AuthorityHost<'_>, Option<u16>), &'static str> {
+    if authority.contains(['/', '?', '#', '@']) {
+        return Err("path, query, fragment or user info");
+    }
+    if let Some(inner) = authority.strip_prefix('[') {
+        let (literal, after) = inner.split_once(']').ok_or("unclosed IPv6 literal")?;
+        let addr = literal.parse().map_err(|_| "bad IPv6 literal")?;
+        let port = match after {
+            "" => None,
+            _ => Some(want_port(after.strip_prefix(':').ok_or("junk after ']'")?)?),
+        };
+        return Ok((AuthorityHost::Ipv6(addr), port));
+    }
+    let (name, port) = match authority.split_once(':') {
+        None => (authority, None),
+        Some((_, port)) if port.contains(':') => return Err("unbracketed IPv6"),
+        Some((name, port)) => (name, Some(want_port(port)?)),
+    };
+    if name.is_empty() {
+        return Err("no host");
+    }
+    Ok((AuthorityHost::Name(name), port))
+}
+
+/// 1 to 65535 in decimal, at most five digits (leading zeros allowed within them, as
+/// `origin::parse_port` documents).
+fn want_port(digits: &str) -> Result<u16, &'static str> {
+    if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("port");
+    }
+    match digits.parse::<u32>() {
+        Ok(port @ 1..=65535) => Ok(port as u16),
+        _ => Err("port out of range"),
+    }
+}
+
+/// RFC 3986 §3.1.
+fn is_scheme(scheme: &str) -> bool {
+    let mut bytes = scheme.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.')
+}
+
+/// Dot-separated non-empty labels of letters, digits, `-` and `_`, one trailing dot allowed.
+fn is_origin_host(name: &str) -> bool {
+    let labels = name.strip_suffix('.').unwrap_or(name);
+    !labels.is_empty()
+        && labels.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// A pattern host lower-cased, or converted to punycode when written in Unicode.
+fn pattern_host(name: &str) -> Result<String, &'static str> {
+    let ascii = if name.is_ascii() {
+        name.to_ascii_lowercase()
+    } else {
+        idna::domain_to_ascii(name).map_err(|_| "not an IDNA name")?
+    };
+    if is_origin_host(&ascii) {
+        Ok(ascii)
+    } else {
+        Err("host characters")
+    }
+}
+
+fn well_known_port(scheme: &str) -> Option<u16> {
+    match scheme.to_ascii_lowercase().as_str() {
+        "http" | "ws" => Some(80),
+        "https" | "wss" => Some(443),
+        _ => None,
+    }
+}
+
+/// An `Origin` value §2 can compare: `(scheme, host, explicit port)`.
+fn want_origin(raw: &[u8]) -> Option<(&str, WantHost, Option<u16>)> {
+    // §2 trims spaces and tabs; the code trims every ASCII whitespace byte, the same on the
+    // wire (a header value carries no other control byte, and the handshake trims it so first).
+    let text = std::str::from_utf8(raw.trim_ascii()).ok()?;
+    if !text.is_ascii() {
+        return None;
+    }
+    let (scheme, authority) = text.split_once("://")?;
+    if !is_scheme(scheme) {
+        return None;
+    }
+    let (host, port) = want_authority(authority).ok()?;
+    let host = match host {
+        AuthorityHost::Ipv6(addr) => WantHost::Ipv6(addr),
+        AuthorityHost::Name(name) if is_origin_host(name) => {
+            WantHost::Name(name.to_ascii_lowercase())
+        }
+        AuthorityHost::Name(_) => return None,
+    };
+    Some((scheme, host, port))
+}
+
+/// §2's verdict on `origin` under `patterns` (as `want_pattern` read them; `None` is `*`).
+fn origin_oracle_allows(patterns: &[Option<WantPattern>], origin: Option<&[u8]>) -> bool {
+    if patterns.iter().any(Option::is_none) {
+        return true;
+    }
+    let Some((scheme, host, port)) = origin.and_then(want_origin) else {
+        return false;
+    };
+    let effective_port = port.or_else(|| well_known_port(scheme));
+    patterns.iter().flatten().any(|p| {
+        p.scheme
+            .as_ref()
+            .is_none_or(|s| s.eq_ignore_ascii_case(scheme))
+            && p.port.is_none_or(|want| want == effective_port)
+            && match (&p.host, &host) {
+                (WantHost::Name(want), WantHost::Name(name)) => want == name,
+                (WantHost::Domain(domain), WantHost::Name(name)) => {
+                    name == domain || name.ends_with(&format!(".{domain}"))
+                }
+                (WantHost::Ipv6(want), WantHost::Ipv6(addr)) => want == addr,
+                _ => false,
+            }
+    })
+}
+
+/// The origin a pattern describes: its scheme (or `https`), its host (a subdomain for
+/// `.domain`), its port if it names one.
+fn derived_origin(p: &WantPattern) -> String {
+    let scheme = p.scheme.as_deref().unwrap_or("https");
+    let host = match &p.host {
+        WantHost::Name(name) => name.clone(),
+        WantHost::Domain(domain) => format!("www.{domain}"),
+        WantHost::Ipv6(addr) => format!("[{addr}]"),
+    };
+    match p.port {
+        Some(Some(port)) => format!("{scheme}://{host}:{port}"),
+        _ => format!("{scheme}://{host}"),
     }
 }
