@@ -22,28 +22,38 @@
 //! - `upgrade`: a request head, as `find_head_end` would hand it to the parser.
 //! - `origin`: `[mode u8]` then a pattern list, a 0x00 byte and an `Origin` header value (no
 //!   0x00, or `mode & 4`: no header). `mode & 3` says where the list comes from (see `origin`).
+//! - `connection`: `[settings u8]` then a script of reads, clock moves and timer firings for one
+//!   upgraded connection (see `connection` for the ops). The interpreter, [`Script`], is the one
+//!   place that knows how the runtime drives `Connection`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::cell::Cell;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use clap::Parser as _;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 use wsgate::auth::Verifier;
 use wsgate::auth::groups::GroupPattern;
-use wsgate::envelope::{ClientCommand, MAX_DATA_DEPTH, parse_command};
-use wsgate::limits::TrustedProxies;
+use wsgate::config::{Config, DevSecret, Env, Settings};
+use wsgate::connection::{CloseReason, Connection, Core, Handler as _};
+use wsgate::envelope::{self, ClientCommand, MAX_DATA_DEPTH, RawJson, parse_command};
+use wsgate::hub::table::Join;
+use wsgate::limits::{TokenBucket, TrustedProxies};
+use wsgate::metrics::CoreStats;
 use wsgate::origin::OriginPolicy;
-use wsgate::proto::frame::{self, FrameError};
+use wsgate::proto::frame::{self, FrameError, OpCode};
 use wsgate::proto::handshake;
 use wsgate::proto::http::{self, HeadError, MAX_HEADERS, Redacted};
 use wsgate::proto::message::{Assembler, Message};
-use wsgate::session::MAX_PRE_AUTH_MESSAGE;
+use wsgate::session::{Groups, MAX_PRE_AUTH_MESSAGE, Session, Verdict};
 
 /// The HS256 secret of the `jwt` check; the seed tokens are signed with it.
 pub const JWT_SECRET: &[u8] = b"wsgate fuzz secret";
@@ -1375,5 +1385,854 @@ fn derived_origin(p: &WantPattern) -> String {
     match p.port {
         Some(Some(port)) => format!("{scheme}://{host}:{port}"),
         _ => format!("{scheme}://{host}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// connection
+
+/// The Unix second at which a `connection` script starts (tokens in the seeds are dated from it).
+pub const SCRIPT_START_UNIX: u64 = 1_700_000_000;
+
+/// The clock never runs further than this (ms after the start, about 139 years): an `Instant`
+/// that far ahead still exists.
+const SCRIPT_MAX_MS: u64 = 1 << 42;
+
+/// The mask of the frames the script builds (raw bytes may mask as they like).
+const SCRIPT_MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+/// Runs a script against `Connection<Session>` as `runtime::conn` drives it; see
+/// [`Script`] for the rules checked at each step. Layout: a settings byte (see
+/// [`script_settings`]), then steps, each an op byte and its operands:
+///
+/// - `0x00..=0x3F`: feed the next `op` bytes as they came off the socket;
+/// - `0x40..=0x7F` `lo`: feed the next `(op & 0x3F) << 8 | lo` bytes;
+/// - `0x80..=0x9F` `b0` `len u16 LE`: feed one frame with first byte `b0` and a payload of
+///   `len` bytes: the next `len` bytes (fewer if the input ends: the frame stays incomplete),
+///   or with `op & 1` the next byte repeated `len` times; masked with [`SCRIPT_MASK`] unless
+///   `op & 2`;
+/// - `0xA0..=0xBF` `n`: feed an `authenticate` (`refresh` with `op & 1`) whose token is signed
+///   here under [`JWT_SECRET`] over the next `n` bytes (as the `jwt` check's mode 2: claims, or
+///   header 0x00 claims); with `op & 2` the text is sent in two fragments with a ping between;
+/// - `0xC0..=0xDF` `x`: the clock moves on by `(x + 1) << (op & 0x1F)` ms, no timer firing;
+/// - `0xE0..=0xFF` `x`: the timer fires, `x << (op & 0x0F)` ms after now, or with `op & 0x10`
+///   after the deadline `poll_timeout` gave (or now, if later).
+///
+/// The script ends with the input, at an incomplete operand, or when the connection closes.
+pub fn connection(data: &[u8]) {
+    run_script(data);
+}
+
+/// Runs the script `data` (see [`connection`]); the connection as it ended, if the input had
+/// its settings byte.
+pub fn run_script(data: &[u8]) -> Option<Script> {
+    let (&settings, mut rest) = data.split_first()?;
+    let mut script = Script::new(settings);
+    while let Some((&op, tail)) = rest.split_first() {
+        rest = tail;
+        match op {
+            0x00..=0x3F => {
+                let (bytes, tail) = rest.split_at(rest.len().min(usize::from(op)));
+                rest = tail;
+                script.feed(bytes);
+            }
+            0x40..=0x7F => {
+                let Some((&lo, tail)) = rest.split_first() else {
+                    break;
+                };
+                let n = usize::from(op & 0x3F) << 8 | usize::from(lo);
+                let (bytes, tail) = tail.split_at(tail.len().min(n));
+                rest = tail;
+                script.feed(bytes);
+            }
+            0x80..=0x9F => {
+                let Some(([b0, lo, hi], tail)) = rest.split_first_chunk::<3>() else {
+                    break;
+                };
+                let len = usize::from(u16::from_le_bytes([*lo, *hi]));
+                let payload = if op & 1 != 0 {
+                    let Some((&byte, tail)) = tail.split_first() else {
+                        break;
+                    };
+                    rest = tail;
+                    vec![byte; len]
+                } else {
+                    let (payload, tail) = tail.split_at(tail.len().min(len));
+                    rest = tail;
+                    payload.to_vec()
+                };
+                let mask = (op & 2 == 0).then_some(SCRIPT_MASK);
+                script.feed(&client_frame(*b0, len, &payload, mask));
+            }
+            0xA0..=0xBF => {
+                let Some((&n, tail)) = rest.split_first() else {
+                    break;
+                };
+                let (claims, tail) = tail.split_at(tail.len().min(usize::from(n)));
+                rest = tail;
+                let action = if op & 1 == 0 {
+                    "authenticate"
+                } else {
+                    "refresh"
+                };
+                let token = String::from_utf8(sign_json(claims)).unwrap();
+                let text = format!(r#"{{"action":"{action}","token":"{token}"}}"#);
+                let mut bytes = Vec::new();
+                if op & 2 == 0 {
+                    bytes = client_frame(0x81, text.len(), text.as_bytes(), Some(SCRIPT_MASK));
+                } else {
+                    let (first, second) = text.as_bytes().split_at(text.len() / 2);
+                    let mask = Some(SCRIPT_MASK);
+                    bytes.extend(client_frame(0x01, first.len(), first, mask));
+                    bytes.extend(client_frame(0x89, 1, b"p", mask));
+                    bytes.extend(client_frame(0x80, second.len(), second, mask));
+                }
+                script.feed(&bytes);
+            }
+            0xC0..=0xDF => {
+                let Some((&x, tail)) = rest.split_first() else {
+                    break;
+                };
+                rest = tail;
+                script.advance((u64::from(x) + 1) << (op & 0x1F));
+            }
+            0xE0..=0xFF => {
+                let Some((&x, tail)) = rest.split_first() else {
+                    break;
+                };
+                rest = tail;
+                script.timer(op & 0x10 != 0, u64::from(x) << (op & 0x0F));
+            }
+        }
+        if script.is_closed() {
+            break;
+        }
+    }
+    Some(script)
+}
+
+/// The settings of a script, by its first byte (32 variants, each built once): on top of
+/// `--allowed-origins '*'` and the HS256 secret [`JWT_SECRET`], bit 0 lifts the token lifetime
+/// bound (so that an `exp` up to 2^64 - 1 is accepted), bit 1 limits messages to 5 a second in
+/// bursts of 2, bit 2 makes frames at most 512 bytes and messages 2048, and bits 3-4 pick the
+/// timers: the defaults; short ones (auth 1 s, ping 2 s, keepalive 3 s) with 5 s of clock
+/// leeway; a day of silence allowed (so that the token's expiry is what the timer waits for);
+/// or extreme ones (auth 100 ms, ping 1 ms, keepalive 2 ms).
+pub fn script_settings(variant: u8) -> &'static Settings {
+    static SETTINGS: [OnceLock<Settings>; 32] = [const { OnceLock::new() }; 32];
+    let variant = variant & 31;
+    SETTINGS[usize::from(variant)].get_or_init(|| {
+        let mut argv = vec!["wsgate", "--allowed-origins", "*"];
+        if variant & 1 != 0 {
+            argv.extend(["--max-token-lifetime-secs", "18446744073709551615"]);
+        }
+        if variant & 2 != 0 {
+            argv.extend(["--max-messages-per-sec", "5", "--burst", "2"]);
+        }
+        if variant & 4 != 0 {
+            argv.extend(["--max-frame-bytes", "512", "--max-message-bytes", "2048"]);
+        }
+        let (auth, ping, keepalive) = match variant >> 3 {
+            0 => ("5000", "20000", "30000"),
+            1 => ("1000", "2000", "3000"),
+            2 => ("5000", "86400000", "86400001"),
+            _ => ("100", "1", "2"),
+        };
+        argv.extend([
+            "--auth-timeout-ms",
+            auth,
+            "--ping-interval-ms",
+            ping,
+            "--keepalive-timeout-ms",
+            keepalive,
+        ]);
+        if variant >> 3 == 1 {
+            argv.extend(["--jwt-leeway-secs", "5"]);
+        }
+        let env = Env {
+            jwt_secret: Some(String::from_utf8(JWT_SECRET.to_vec()).unwrap()),
+            ..Env::default()
+        };
+        Config::try_parse_from(argv)
+            .unwrap()
+            .into_settings(&env, 1, || DevSecret(Vec::new()))
+            .unwrap()
+    })
+}
+
+/// A client frame: first byte `b0`, announcing `len` payload bytes, then `payload` (which may
+/// be shorter: an incomplete frame), masked with `mask` if given. Minimal length encoding.
+fn client_frame(b0: u8, len: usize, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+    let mut frame = vec![b0];
+    if len < 126 {
+        frame.push(mask_bit | len as u8);
+    } else if let Ok(short) = u16::try_from(len) {
+        frame.push(mask_bit | 126);
+        frame.extend_from_slice(&short.to_be_bytes());
+    } else {
+        frame.push(mask_bit | 127);
+        frame.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    match mask {
+        Some(key) => {
+            frame.extend_from_slice(&key);
+            frame.extend(payload.iter().zip(key.iter().cycle()).map(|(b, k)| b ^ k));
+        }
+        None => frame.extend_from_slice(payload),
+    }
+    frame
+}
+
+/// A complete client frame as RFC 6455 §5.2 lays it out, its payload unmasked.
+#[derive(Debug)]
+struct ClientFrame {
+    opcode: u8,
+    payload: Vec<u8>,
+}
+
+/// The complete frames at the start of `bytes` and how many bytes they take; reading stops at
+/// the first frame not complete (or whose length no buffer could hold).
+fn client_frames(bytes: &[u8]) -> (Vec<ClientFrame>, usize) {
+    let mut frames = Vec::new();
+    let mut at = 0;
+    loop {
+        let rest = &bytes[at..];
+        let [b0, b1, ..] = *rest else {
+            break;
+        };
+        let (len, mut header) = match b1 & 0x7F {
+            126 => match rest.get(2..4) {
+                Some(n) => (u64::from(u16::from_be_bytes([n[0], n[1]])), 4),
+                None => break,
+            },
+            127 => match rest.get(2..10) {
+                Some(n) => (u64::from_be_bytes(n.try_into().unwrap()), 10),
+                None => break,
+            },
+            n => (u64::from(n), 2),
+        };
+        let key = if b1 & 0x80 != 0 {
+            let Some(key) = rest.get(header..header + 4) else {
+                break;
+            };
+            header += 4;
+            Some([key[0], key[1], key[2], key[3]])
+        } else {
+            None
+        };
+        let Some(end) = usize::try_from(len)
+            .ok()
+            .and_then(|len| len.checked_add(header))
+        else {
+            break;
+        };
+        let Some(payload) = rest.get(header..end) else {
+            break;
+        };
+        let payload = match key {
+            Some(key) => payload
+                .iter()
+                .zip(key.iter().cycle())
+                .map(|(b, k)| b ^ k)
+                .collect(),
+            None => payload.to_vec(),
+        };
+        frames.push(ClientFrame {
+            opcode: b0 & 0x0F,
+            payload,
+        });
+        at += end;
+    }
+    (frames, at)
+}
+
+/// A frame the server sent, read by [`server_frames`].
+#[derive(Debug)]
+struct ServerFrame {
+    opcode: u8,
+    payload: Vec<u8>,
+    /// A text frame's JSON.
+    json: Option<Value>,
+}
+
+/// The close codes the server sends on its own account (docs/protocol.md §3 "Close codes").
+const SERVER_CLOSE_CODES: [u16; 9] = [1001, 1002, 1007, 1008, 1009, 4401, 4403, 4408, 4429];
+
+/// The codes a peer may send (RFC 6455 §7.4.1, §7.4.2 and the IANA registry: 1004-1006 and
+/// 1015 are never sent, 1016-2999 are reserved, 3000-4999 are for libraries and applications),
+/// which the server echoes.
+fn is_sendable_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// Reads the server's output as RFC 6455 frames, independently of `proto::frame`: each is
+/// unmasked, unfragmented (FIN), without RSV bits, with the minimal length encoding and a
+/// known opcode that is not binary (§6); control payloads are at most 125 bytes, text is a
+/// compact JSON object naming its `action` (§6), a Close carries nothing or a code and UTF-8.
+/// Panics on the first violation; the output must end on a frame boundary.
+fn server_frames(out: &[u8]) -> Vec<ServerFrame> {
+    let mut frames = Vec::new();
+    let mut rest = out;
+    while !rest.is_empty() {
+        let [b0, b1, ..] = *rest else {
+            panic!("output ends inside a frame header: {rest:?}");
+        };
+        assert!(b0 & 0x80 != 0, "a server frame without FIN: {b0:#04x}");
+        assert_eq!(b0 & 0x70, 0, "a server frame with RSV bits: {b0:#04x}");
+        let opcode = b0 & 0x0F;
+        assert!(
+            matches!(opcode, 0x1 | 0x8 | 0x9 | 0xA),
+            "server opcode {opcode:#x}"
+        );
+        assert_eq!(b1 & 0x80, 0, "a masked server frame");
+        let (len, header) = match b1 & 0x7F {
+            126 => {
+                let n = rest.get(2..4).expect("16-bit length cut off");
+                let n = u16::from_be_bytes([n[0], n[1]]);
+                assert!(n >= 126, "16-bit length {n} is not minimal");
+                (usize::from(n), 4)
+            }
+            127 => {
+                let n = rest.get(2..10).expect("64-bit length cut off");
+                let n = u64::from_be_bytes(n.try_into().unwrap());
+                assert!(n > 0xFFFF && n >> 63 == 0, "64-bit length {n}");
+                (usize::try_from(n).unwrap(), 10)
+            }
+            n => (usize::from(n), 2),
+        };
+        let payload = rest
+            .get(header..header + len)
+            .unwrap_or_else(|| panic!("a {len}-byte payload cut off at {}", rest.len()));
+        if opcode >= 0x8 {
+            assert!(len <= 125, "control frame of {len} bytes");
+        }
+        let mut json = None;
+        match opcode {
+            0x1 => {
+                let text = std::str::from_utf8(payload).expect("server text is UTF-8");
+                let value: Value = serde_json::from_str(text)
+                    .unwrap_or_else(|e| panic!("server text is not JSON ({e}): {text}"));
+                assert!(is_compact_json(text), "server JSON with whitespace: {text}");
+                let action = value.get("action").and_then(Value::as_str);
+                assert!(
+                    matches!(
+                        action,
+                        Some("authentication" | "error" | "joined" | "left" | "message")
+                    ),
+                    "server message {text}"
+                );
+                json = Some(value);
+            }
+            0x8 => {
+                assert_ne!(len, 1, "a one-byte close payload");
+                if let Some((code, reason)) = payload.split_first_chunk::<2>() {
+                    let code = u16::from_be_bytes(*code);
+                    assert!(
+                        is_sendable_close_code(code),
+                        "close code {code} on the wire"
+                    );
+                    assert!(
+                        std::str::from_utf8(reason).is_ok(),
+                        "close reason {reason:?}"
+                    );
+                }
+            }
+            _ => {}
+        }
+        frames.push(ServerFrame {
+            opcode,
+            payload: payload.to_vec(),
+            json,
+        });
+        rest = &rest[header + len..];
+    }
+    frames
+}
+
+/// Whether JSON text has no whitespace between its tokens (outside its strings).
+fn is_compact_json(text: &str) -> bool {
+    let (mut in_string, mut escaped) = (false, false);
+    for b in text.bytes() {
+        if escaped {
+            escaped = false;
+        } else if in_string {
+            escaped = b == b'\\';
+            in_string = b != b'"';
+        } else if b == b'"' {
+            in_string = true;
+        } else if b.is_ascii_whitespace() {
+            return false;
+        }
+    }
+    true
+}
+
+/// The `status_code` and `data` of an `authentication` message, if `frame` is one.
+fn auth_message(frame: &ServerFrame) -> Option<(u64, &Value)> {
+    let json = frame.json.as_ref()?;
+    if json.get("action")?.as_str()? != "authentication" {
+        return None;
+    }
+    let payload = json.get("payload")?;
+    Some((payload.get("status_code")?.as_u64()?, payload.get("data")?))
+}
+
+/// The `Groups` of a script's connection: membership of at most [`SCRIPT_MAX_GROUPS`] groups,
+/// and a `send` delivered back to the sender (the only member), after its queued replies.
+#[derive(Default)]
+struct ScriptGroups {
+    joined: Vec<Arc<str>>,
+}
+
+const SCRIPT_MAX_GROUPS: usize = 4;
+
+/// §4: 1 to 99 ASCII letters, digits, `-`, `_` or `.`.
+fn is_group_name(name: &str) -> bool {
+    (1..=99).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+impl Groups for ScriptGroups {
+    fn join(&mut self, group: &str) -> Join {
+        assert!(is_group_name(group), "joined the invalid group {group:?}");
+        if self.is_member(group) {
+            Join::AlreadyMember
+        } else if self.joined.len() >= SCRIPT_MAX_GROUPS {
+            Join::TooManyGroups
+        } else {
+            self.joined.push(group.into());
+            Join::Joined {
+                first_on_core: true,
+            }
+        }
+    }
+
+    fn leave(&mut self, group: &str) {
+        self.joined.retain(|g| &**g != group);
+    }
+
+    fn is_member(&self, group: &str) -> bool {
+        self.joined.iter().any(|g| &**g == group)
+    }
+
+    fn joined(&self) -> Vec<Arc<str>> {
+        self.joined.clone()
+    }
+
+    fn publish(&mut self, group: &str, data: RawJson<'_>, out: &mut Vec<u8>) {
+        assert!(
+            self.is_member(group),
+            "published to {group:?} without joining"
+        );
+        assert!(!data.nests_deeper_than(MAX_DATA_DEPTH));
+        frame::write_text_with(out, |o| envelope::write_message(o, group, data));
+    }
+}
+
+/// One connection as the runtime drives it (`runtime::conn`: `Connection::new` after the 101
+/// and `on_open`, `handle_frames` on each read with the bytes a previous read left, the timer
+/// armed at `poll_timeout` and `handle_timeout` when it fires, a Close frame written once a
+/// `CloseReason` comes back), on a clock the script moves. What every step checks:
+///
+/// - nothing panics, and the machine is never used after it returned a `CloseReason`;
+/// - the output is whole, valid server frames ([`server_frames`]); reading yields only text
+///   and pongs, one pong per ping read, with its payload; the timer yields only an empty ping
+///   or, on expiry, the 401 message;
+/// - `handle_frames` takes exactly the complete frames (read here, not by `proto::frame`),
+///   leaves the rest untouched, and, before authentication, never leaves more than a frame
+///   header and 16 KiB to hold;
+/// - an authentication or refresh that succeeds is answered by the 200 message naming the
+///   user; a 4401/4403 comes after the failed `authentication` message with the same detail; a
+///   1008 before authentication comes with no message;
+/// - every close code is one §3 lists (or the peer's own code, if a peer may send it), with a
+///   reason that fits a Close frame;
+/// - the timer: a timeout the docs call for (expiry at `exp`, 4408 at the auth timeout or the
+///   keepalive timeout, one ping after the ping interval) happens when it fires, and nothing
+///   else; before its deadline, it does nothing; `poll_timeout` is never later than what is
+///   due next, never earlier than before unless a frame arrived (or time is up), and after a
+///   firing that did nothing it is in the future (no busy loop), whatever the token's `exp`.
+pub struct Script {
+    settings: &'static Settings,
+    conn: Connection<Session>,
+    groups: ScriptGroups,
+    stats: CoreStats,
+    bucket: Cell<TokenBucket>,
+    t0: Instant,
+    /// Now, in ms after `t0`.
+    ms: u64,
+    /// Bytes read but not consumed yet.
+    pending: Vec<u8>,
+    /// When the last frame arrived (ms after `t0`), and whether a ping went out since.
+    last_rx: u64,
+    pinged: bool,
+    /// The last `poll_timeout`, in ms after `t0`.
+    deadline: u128,
+    closed: Option<CloseReason>,
+}
+
+impl Script {
+    /// A connection just upgraded (no credential on the upgrade) with settings `variant`.
+    pub fn new(variant: u8) -> Self {
+        let settings = script_settings(variant);
+        let t0 = Instant::now();
+        let mut session = Session::new();
+        let upgrade = handshake::Upgrade {
+            key: b"dGhlIHNhbXBsZSBub25jZQ==",
+            origin: None,
+            offers_v1: true,
+            bearer_protocol: None,
+            authorization: None,
+            query: None,
+        };
+        let mut out = Vec::new();
+        let verdict = session.on_open(&upgrade, settings, SCRIPT_START_UNIX, &mut out);
+        assert_eq!(verdict, Verdict::Continue, "first-frame auth is on");
+        assert!(out.is_empty());
+        let mut script = Self {
+            settings,
+            conn: Connection::new(session, settings, t0),
+            groups: ScriptGroups::default(),
+            stats: CoreStats::default(),
+            bucket: Cell::new(TokenBucket::new(settings.rate.burst, 0)),
+            t0,
+            ms: 0,
+            pending: Vec::new(),
+            last_rx: 0,
+            pinged: false,
+            deadline: 0,
+            closed: None,
+        };
+        script.deadline = script.poll();
+        script
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_some()
+    }
+
+    /// How the connection ended, if it did.
+    pub fn closed_with(&self) -> Option<CloseReason> {
+        self.closed
+    }
+
+    /// Whether the client has authenticated.
+    pub fn is_authenticated(&mut self) -> bool {
+        self.session().is_authenticated()
+    }
+
+    fn now(&self) -> (Instant, u64) {
+        (
+            self.t0 + Duration::from_millis(self.ms),
+            SCRIPT_START_UNIX + self.ms / 1000,
+        )
+    }
+
+    fn wall(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(SCRIPT_START_UNIX * 1000 + self.ms)
+    }
+
+    fn poll(&self) -> u128 {
+        let (now, _) = self.now();
+        let due = self.conn.poll_timeout(self.settings, now, self.wall());
+        due.checked_duration_since(self.t0)
+            .expect("a deadline before the connection opened")
+            .as_millis()
+    }
+
+    fn session(&mut self) -> &mut Session {
+        self.conn.handler_mut()
+    }
+
+    /// Time passes without the timer firing.
+    pub fn advance(&mut self, ms: u64) {
+        assert!(self.closed.is_none());
+        self.ms = self.ms.saturating_add(ms).min(SCRIPT_MAX_MS);
+        self.after_step(false);
+    }
+
+    /// A read of `bytes`, handled with what earlier reads left.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        assert!(self.closed.is_none(), "fed after a close");
+        self.pending.extend_from_slice(bytes);
+        let read = self.pending.clone();
+        let awaiting = !self.session().is_authenticated();
+        let mut out = Vec::new();
+        let now = self.now();
+        let core = Core {
+            groups: &mut self.groups,
+            bucket: &self.bucket,
+            stats: &self.stats,
+            epoch: self.t0,
+        };
+        let result = self
+            .conn
+            .handle_frames(&mut self.pending, self.settings, now, core, &mut out);
+        let (frames, complete) = client_frames(&read);
+        let sent = server_frames(&out);
+        let pings: Vec<&[u8]> = frames
+            .iter()
+            .filter(|f| f.opcode == 0x9)
+            .map(|f| &f.payload[..])
+            .collect();
+        let pongs: Vec<&[u8]> = sent
+            .iter()
+            .filter(|f| f.opcode == 0xA)
+            .map(|f| &f.payload[..])
+            .collect();
+        for frame in &sent {
+            assert!(
+                matches!(frame.opcode, 0x1 | 0xA),
+                "reading wrote opcode {:#x}",
+                frame.opcode
+            );
+        }
+        let identity_changed = self.session().take_changed_identity().is_some();
+        if identity_changed {
+            // A token just accepted has not expired (its exp plus the leeway is ahead).
+            let exp = self.session().expires_at().unwrap();
+            assert!(
+                exp > now.1,
+                "accepted a token expiring at {exp}, now {}",
+                now.1
+            );
+            // §3: the 200 message answers an authentication and a refresh alike.
+            let user = self.session().identity().unwrap().user.as_str().to_owned();
+            assert!(
+                sent.iter()
+                    .any(|f| auth_message(f).is_some_and(|(status, data)| {
+                        status == 200 && data.get("user").and_then(Value::as_str) == Some(&user)
+                    })),
+                "(re)authenticated as {user:?} without the 200 message"
+            );
+        } else {
+            assert!(
+                awaiting || self.session().is_authenticated(),
+                "lost the authentication without a close"
+            );
+        }
+        match result {
+            Ok(used) => {
+                assert_eq!(
+                    used,
+                    complete,
+                    "consumed {used} of {} bytes whose complete frames take {complete}",
+                    read.len()
+                );
+                assert_eq!(
+                    self.pending[used..],
+                    read[used..],
+                    "changed bytes it did not consume"
+                );
+                assert_eq!(pongs, pings, "pongs for the pings read");
+                self.pending.drain(..used);
+                if used > 0 {
+                    self.last_rx = self.ms;
+                    self.pinged = false;
+                }
+                if !self.session().is_authenticated() {
+                    assert!(
+                        self.pending.len() < frame::MAX_HEADER_LEN + MAX_PRE_AUTH_MESSAGE,
+                        "holding {} bytes before authentication",
+                        self.pending.len()
+                    );
+                }
+                self.after_step(used > 0);
+            }
+            Err(why) => {
+                assert!(
+                    pings.starts_with(&pongs),
+                    "pongs {pongs:?} for the pings {pings:?}"
+                );
+                match why {
+                    CloseReason::Protocol(_) | CloseReason::PeerClosed(_) => {}
+                    CloseReason::RateLimited => {
+                        assert!(self.settings.rate.messages_per_sec > 0, "{why:?}");
+                    }
+                    CloseReason::Refused(code, reason) => {
+                        let failure = sent.last().and_then(auth_message);
+                        match code.0 {
+                            1008 => {
+                                assert!(awaiting, "1008 after authentication");
+                                assert!(sent.iter().all(|f| f.opcode != 0x1), "1008 with text");
+                            }
+                            4401 | 4403 => {
+                                let (status, data) = failure.unwrap_or_else(|| {
+                                    panic!("{code:?} without the authentication message")
+                                });
+                                assert_eq!(status, u64::from(code.0 - 4000), "{why:?}");
+                                assert_eq!(
+                                    data.get("detail").and_then(Value::as_str),
+                                    Some(reason),
+                                    "{why:?}"
+                                );
+                                if code.0 == 4403 {
+                                    assert!(!awaiting, "4403 before authentication");
+                                }
+                            }
+                            _ => panic!("refused with {why:?}"),
+                        }
+                    }
+                    _ => panic!("reading ended with {why:?}"),
+                }
+                self.close(why);
+            }
+        }
+    }
+
+    /// The timer fires: `late` ms after now, or after the deadline if `at_deadline` (and that
+    /// is later than now).
+    pub fn timer(&mut self, at_deadline: bool, late: u64) {
+        assert!(self.closed.is_none(), "timer after a close");
+        if at_deadline {
+            self.ms = self
+                .ms
+                .max(u64::try_from(self.deadline).unwrap_or(u64::MAX));
+        }
+        self.ms = self.ms.saturating_add(late).min(SCRIPT_MAX_MS);
+        let early = u128::from(self.ms) < self.deadline;
+        let now = self.now();
+        let mut out = Vec::new();
+        let why = self
+            .conn
+            .handle_timeout(self.settings, now, &self.stats, &mut out);
+        let sent = server_frames(&out);
+        let t = &self.settings.timeouts;
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap();
+        let unix = now.1;
+        let awaiting = !self.session().is_authenticated();
+        let expired = self.session().expires_at().is_some_and(|exp| exp <= unix);
+        let auth_due = awaiting && self.ms >= ms(t.auth);
+        let keepalive_due = self.ms >= self.last_rx.saturating_add(ms(t.keepalive));
+        let ping_due = !self.pinged && self.ms >= self.last_rx.saturating_add(ms(t.ping_after));
+        let at = format!(
+            "at {} ms (deadline {}, last frame {}, pinged {})",
+            self.ms, self.deadline, self.last_rx, self.pinged
+        );
+        if early {
+            assert!(
+                why.is_none() && out.is_empty(),
+                "{why:?} {out:?} before the deadline, {at}"
+            );
+        }
+        match why {
+            Some(CloseReason::TokenExpired) => {
+                assert!(expired, "expired early, {at}");
+                let [message] = &sent[..] else {
+                    panic!("expiry wrote {sent:?}");
+                };
+                let (status, data) = auth_message(message).expect("the 401 message");
+                assert_eq!(status, 401);
+                assert_eq!(data.get("detail"), Some(&Value::from("token expired")));
+            }
+            Some(CloseReason::AuthTimeout) => {
+                assert!(auth_due, "auth timeout early, {at}");
+                assert!(out.is_empty());
+            }
+            Some(CloseReason::KeepaliveTimeout) => {
+                assert!(keepalive_due, "keepalive timeout early, {at}");
+                assert!(out.is_empty());
+            }
+            Some(other) => panic!("the timer closed with {other:?}"),
+            None => {
+                assert!(
+                    !expired && !auth_due && !keepalive_due,
+                    "no close when one was due (expired {expired}, auth {auth_due}, \
+                     keepalive {keepalive_due}), {at}"
+                );
+                if ping_due {
+                    let [ping] = &sent[..] else {
+                        panic!("no ping when one was due, {at}: {sent:?}");
+                    };
+                    assert_eq!((ping.opcode, &ping.payload[..]), (0x9, &b""[..]));
+                    self.pinged = true;
+                } else {
+                    assert!(out.is_empty(), "wrote {sent:?} with nothing due, {at}");
+                }
+            }
+        }
+        match why {
+            Some(why) => self.close(why),
+            None => {
+                self.after_step(false);
+                if out.is_empty() {
+                    assert!(
+                        self.deadline > u128::from(self.ms),
+                        "a timer that did nothing is due again at once, {at}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// After a step that did not close: the new deadline against the old one and what is due.
+    fn after_step(&mut self, frames_arrived: bool) {
+        let deadline = self.poll();
+        if !frames_arrived {
+            assert!(
+                deadline >= self.deadline,
+                "the deadline moved back from {} to {deadline} ms at {} ms",
+                self.deadline,
+                self.ms
+            );
+        }
+        let t = &self.settings.timeouts;
+        let last_rx = u128::from(self.last_rx);
+        let mut due = last_rx + t.keepalive.as_millis();
+        if !self.pinged {
+            due = due.min(last_rx + t.ping_after.as_millis());
+        }
+        if !self.session().is_authenticated() {
+            due = due.min(t.auth.as_millis());
+        }
+        if let Some(exp) = self.session().expires_at() {
+            // The ms after t0 at which the wall clock reaches `exp`.
+            let exp_ms =
+                (u128::from(exp) * 1000).saturating_sub(u128::from(SCRIPT_START_UNIX) * 1000);
+            due = due.min(exp_ms.max(u128::from(self.ms)));
+        }
+        assert!(
+            deadline <= due.max(u128::from(self.ms)),
+            "deadline {deadline} ms after {due} ms, when something is due (now {} ms)",
+            self.ms
+        );
+        self.deadline = deadline;
+    }
+
+    /// The connection ends with `why`: its code and reason are checked, and the Close frame
+    /// the runtime then writes is read back.
+    fn close(&mut self, why: CloseReason) {
+        match (why, why.code()) {
+            (CloseReason::PeerClosed(code), got) => {
+                assert_eq!(got, code);
+                if let Some(code) = code {
+                    assert!(is_sendable_close_code(code.0), "echoed {code:?}");
+                }
+            }
+            (_, Some(code)) => assert!(SERVER_CLOSE_CODES.contains(&code.0), "{why:?}: {code:?}"),
+            (_, None) => panic!("{why:?} has no close code"),
+        }
+        let reason = why.reason();
+        assert!(
+            reason.len() <= frame::MAX_CLOSE_REASON,
+            "{why:?}: {reason:?}"
+        );
+        let mut close = Vec::new();
+        match why.code() {
+            Some(code) => frame::write_close(&mut close, code, reason),
+            None => frame::write_frame(&mut close, OpCode::Close, b""),
+        }
+        let [sent] = &server_frames(&close)[..] else {
+            panic!("close {close:?}");
+        };
+        let mut want = why
+            .code()
+            .map_or(Vec::new(), |c| c.0.to_be_bytes().to_vec());
+        want.extend_from_slice(reason.as_bytes());
+        assert_eq!((sent.opcode, &sent.payload), (0x8, &want), "{why:?}");
+        self.closed = Some(why);
     }
 }
