@@ -489,8 +489,9 @@ impl Verifier {
         Ok(Identity {
             user,
             // When the token stops being accepted: exp plus the leeway, the same rule as the
-            // check above (a connection closes then, a ticket lives at most until then).
-            exp: u64::try_from(exp.saturating_add(leeway)).unwrap_or(0),
+            // check above (a connection closes then, a ticket lives at most until then). Past
+            // 2^64 - 1 it is 2^64 - 1, never: `exp` is above `now - leeway`, so it is positive.
+            exp: u64::try_from(exp.saturating_add(leeway)).unwrap_or(u64::MAX),
             jti,
             iat: iat.and_then(|iat| u64::try_from(iat).ok()).unwrap_or(0),
             groups,
@@ -893,6 +894,24 @@ mod tests {
         assert_eq!(
             check_with("exp", Some("18446744073709551615")).unwrap().exp,
             u64::MAX
+        );
+    }
+
+    /// Found by the `connection` fuzz target: with a leeway, an `exp` within the leeway of
+    /// 2^64 - 1 was accepted with a deadline of 0, so the connection it opened closed at once
+    /// as expired (and a ticket for it could never be redeemed). The deadline saturates.
+    #[test]
+    fn a_deadline_past_u64_max_saturates() {
+        let lenient = verifier().with_leeway(5).with_max_lifetime(u64::MAX);
+        for exp in [u64::MAX, u64::MAX - 4, u64::MAX - 5] {
+            let token = sign(&format!(r#"{{"exp":{exp},"user_id":"1"}}"#));
+            let identity = lenient.verify(token.as_bytes(), NOW).unwrap();
+            assert_eq!(identity.exp, u64::MAX, "exp {exp}");
+        }
+        let token = sign(&format!(r#"{{"exp":{},"user_id":"1"}}"#, u64::MAX - 6));
+        assert_eq!(
+            lenient.verify(token.as_bytes(), NOW).unwrap().exp,
+            u64::MAX - 1
         );
     }
 
