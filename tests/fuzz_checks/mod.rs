@@ -43,7 +43,7 @@ use serde_json::{Map, Value};
 use wsgate::auth::Verifier;
 use wsgate::auth::groups::GroupPattern;
 use wsgate::config::{Config, DevSecret, Env, Settings};
-use wsgate::connection::{CloseReason, Connection, Core, Handler as _};
+use wsgate::connection::{CloseReason, Connection, Core, Effect, Handler as _};
 use wsgate::envelope::{self, ClientCommand, MAX_DATA_DEPTH, RawJson, parse_command};
 use wsgate::hub::table::Join;
 use wsgate::limits::{TokenBucket, TrustedProxies};
@@ -54,6 +54,7 @@ use wsgate::proto::handshake;
 use wsgate::proto::http::{self, HeadError, MAX_HEADERS, Redacted};
 use wsgate::proto::message::{Assembler, Message};
 use wsgate::session::{Groups, MAX_PRE_AUTH_MESSAGE, Session, Verdict};
+use wsgate::tables::Tables;
 
 /// The HS256 secret of the `jwt` check; the seed tokens are signed with it.
 pub const JWT_SECRET: &[u8] = b"wsgate fuzz secret";
@@ -1858,6 +1859,8 @@ pub struct Script {
     settings: &'static Settings,
     conn: Connection<Session>,
     groups: ScriptGroups,
+    /// The shared tables, empty as at start.
+    tables: Tables,
     stats: CoreStats,
     bucket: Cell<TokenBucket>,
     t0: Instant,
@@ -1888,13 +1891,15 @@ impl Script {
             query: None,
         };
         let mut out = Vec::new();
-        let verdict = session.on_open(&upgrade, settings, SCRIPT_START_UNIX, &mut out);
+        let tables = Tables::new(&settings.tables);
+        let verdict = session.on_open(&upgrade, settings, &tables, SCRIPT_START_UNIX, &mut out);
         assert_eq!(verdict, Verdict::Continue, "first-frame auth is on");
         assert!(out.is_empty());
         let mut script = Self {
             settings,
             conn: Connection::new(session, settings, t0),
             groups: ScriptGroups::default(),
+            tables,
             stats: CoreStats::default(),
             bucket: Cell::new(TokenBucket::new(settings.rate.burst, 0)),
             t0,
@@ -1963,6 +1968,7 @@ impl Script {
         let mut out = Vec::new();
         let now = self.now();
         let core = Core {
+            tables: &self.tables,
             groups: &mut self.groups,
             bucket: &self.bucket,
             stats: &self.stats,
@@ -1990,7 +1996,12 @@ impl Script {
                 frame.opcode
             );
         }
-        let identity_changed = self.session().take_changed_identity().is_some();
+        // The effects the runtime would carry out: only a new identity can follow a read.
+        let identity_changed = match self.conn.poll_effect() {
+            Some(Effect::Identity { .. }) => true,
+            Some(effect) => panic!("a read asked for {effect:?}"),
+            None => false,
+        };
         if identity_changed {
             // A token just accepted has not expired (its exp plus the leeway is ahead).
             let exp = self.session().expires_at().unwrap();
