@@ -169,7 +169,10 @@ fn sigterm_closes_every_connection_with_1001_and_exits_0_in_time() {
 
 #[test]
 fn both_io_uring_task_run_modes_serve_and_broadcast() {
-    if !common::drivers().contains(&"io-uring") {
+    if !wsgate::runtime::io_uring_available() {
+        // Both modes are io_uring's: there is nothing to run, and the output says so.
+        let line = "io_uring unavailable here: service::both_io_uring_task_run_modes_serve_and_broadcast ran nothing\n";
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
         return;
     }
     for mode in ["coop", "signal"] {
